@@ -1,0 +1,172 @@
+# ipkit - plain GNU make. `make help` lists the targets.
+#
+# Layout: lib/*.c -> build/libipkit.a, tools/ip-*.c -> build/bin/ip-*,
+# tests/unit/test-*.c -> C unit tests, tests/t*.sh -> integration tests.
+# New files are picked up by the wildcards below; nothing to register.
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANPREFIX  ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR    ?=
+
+VERSION := $(shell sed -n 's/^\#define IPK_VERSION "\(.*\)"/\1/p' lib/ipk.h)
+
+CC         ?= cc
+PKGS       := libvirt libcjson liblz4 libcurl libxxhash readline
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+WARN       := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CFLAGS     ?= -O2 -g
+ALL_CFLAGS := -std=c11 $(WARN) -Ilib $(PKG_CFLAGS) $(CFLAGS)
+LDLIBS     := $(PKG_LIBS) -lm -lpthread -ldl
+SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+# CUDA is optional: lib/*.cu build only when nvcc exists (HAVE_CUDA=1).
+NVCC       ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
+HAVE_CUDA  ?= $(if $(NVCC),1,0)
+CU_SRC     := $(wildcard lib/*.cu)
+ifeq ($(HAVE_CUDA),1)
+CUDA_HOME  := $(patsubst %/bin/nvcc,%,$(NVCC))
+ALL_CFLAGS += -DHAVE_CUDA=1
+LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+endif
+
+# Debian packages for the build, the tests, the demo and the benchmarks.
+DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev \
+	libvirt-dev libcjson-dev liblz4-dev libcurl4-openssl-dev libxxhash-dev libreadline-dev \
+	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils \
+	busybox-static linux-image-amd64 cpio gzip iproute2 procps psmisc kmod \
+	python3 gawk curl socat man-db groff-base
+
+V ?= 0
+Q := $(if $(filter 1,$(V)),,@)
+
+LIB_SRC   := $(wildcard lib/*.c)
+TOOL_SRC  := $(wildcard tools/ip-*.c)
+TOOLS     := $(patsubst tools/%.c,%,$(TOOL_SRC))
+UNIT_SRC  := $(wildcard tests/unit/test-*.c)
+HDRS      := $(wildcard lib/*.h)
+
+B := build
+LIB_OBJ   := $(patsubst lib/%.c,$(B)/lib/%.o,$(LIB_SRC))
+CU_OBJ    := $(if $(filter 1,$(HAVE_CUDA)),$(patsubst lib/%.cu,$(B)/lib/%.cu.o,$(CU_SRC)))
+BINS      := $(addprefix $(B)/bin/,$(TOOLS))
+
+# The sanitizer build used by `make check`.
+S := $(B)/san
+SLIB_OBJ  := $(patsubst lib/%.c,$(S)/lib/%.o,$(LIB_SRC))
+SBINS     := $(addprefix $(S)/bin/,$(TOOLS))
+SUNITS    := $(patsubst tests/unit/%.c,$(S)/unit/%,$(UNIT_SRC))
+
+.PHONY: all help deps check unit demo bench install uninstall clean guest completions model fuzz
+.DELETE_ON_ERROR:
+
+all: $(BINS)
+
+help:
+	@echo "make            build the programs into $(B)/bin"
+	@echo "make deps       install the Debian packages everything needs (apt-get, as root)"
+	@echo "make check      build with ASan/UBSan and run unit and integration tests"
+	@echo "make demo       run the pipeline end to end in the two-host lab"
+	@echo "make bench      benchmarks against peer tools (prints ratios)"
+	@echo "make guest      build the lab's test guest (kernel + initramfs)"
+	@echo "make completions regenerate completions/ from the programs' --help"
+	@echo "make install    install (PREFIX=$(PREFIX) DESTDIR=$(DESTDIR))"
+	@echo "make clean      remove $(B)"
+	@echo "V=1             show the commands"
+
+deps:
+	$(Q)missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:" $$missing >&2; exit 1; fi; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(B)/lib/%.o: lib/%.c $(HDRS)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/lib/%.cu.o: lib/%.cu $(HDRS)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  NVCC    $<")
+	$(Q)$(NVCC) -O2 -Ilib -Xcompiler -fPIC -c -o $@ $<
+
+$(B)/libipkit.a: $(LIB_OBJ) $(CU_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(B)/bin/%: tools/%.c $(B)/libipkit.a $(HDRS)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libipkit.a $(LDLIBS)
+
+$(S)/lib/%.o: lib/%.c $(HDRS)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC san  $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -c -o $@ $<
+
+$(S)/libipkit.a: $(SLIB_OBJ) $(CU_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(S)/bin/%: tools/%.c $(S)/libipkit.a $(HDRS)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CCLD san $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $< $(S)/libipkit.a $(LDLIBS)
+
+$(S)/unit/%: tests/unit/%.c tests/unit/check.h $(S)/libipkit.a $(HDRS)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CCLD san $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -Itests/unit -o $@ $< $(S)/libipkit.a $(LDLIBS)
+
+-include examples/guest/guest.mk
+
+check: deps
+	$(Q)$(MAKE) --no-print-directory $(SBINS) $(SUNITS) $(BINS) guest
+	$(Q)IPKIT_BIN=$(CURDIR)/$(S)/bin IPKIT_UNIT=$(CURDIR)/$(S)/unit IPKIT_TOP=$(CURDIR) tests/run.sh $(T)
+
+unit: $(SUNITS)
+	$(Q)IPKIT_BIN=$(CURDIR)/$(S)/bin IPKIT_UNIT=$(CURDIR)/$(S)/unit IPKIT_TOP=$(CURDIR) tests/run.sh --unit-only
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all guest
+	$(Q)IPKIT_BIN=$(CURDIR)/$(B)/bin IPKIT_TOP=$(CURDIR) examples/demo.sh
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all guest
+	$(Q)IPKIT_BIN=$(CURDIR)/$(B)/bin IPKIT_TOP=$(CURDIR) tests/bench/run.sh $(BENCH)
+
+completions: $(BINS)
+	$(Q)completions/generate $(B)/bin $(TOOLS)
+
+$(B)/ipkit.pc: Makefile
+	@mkdir -p $(@D)
+	$(Q)printf 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: ipkit\nDescription: ipkit idle prediction and session migration library\nVersion: %s\nRequires.private: %s\nLibs: -L$${libdir} -lipkit\nLibs.private: -lm -lpthread -ldl\nCflags: -I$${includedir}/ipkit\n' \
+		'$(PREFIX)' '$(LIBDIR)' '$(INCLUDEDIR)' '$(VERSION)' '$(PKGS)' > $@
+
+install: all $(B)/libipkit.a $(B)/ipkit.pc
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/ipkit $(DESTDIR)$(PKGCONFIGDIR) \
+		$(DESTDIR)$(MANPREFIX)/man1 $(DESTDIR)$(MANPREFIX)/man5 $(DESTDIR)$(MANPREFIX)/man7 \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
+	install -m 755 $(BINS) $(DESTDIR)$(BINDIR)/
+	install -m 644 $(B)/libipkit.a $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(HDRS) $(DESTDIR)$(INCLUDEDIR)/ipkit/
+	install -m 644 $(B)/ipkit.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	for m in man/*.[157]; do install -m 644 $$m $(DESTDIR)$(MANPREFIX)/man$${m##*.}/; done
+	for t in $(TOOLS); do install -m 644 completions/bash/$$t $(DESTDIR)$(BASHCOMPDIR)/$$t; \
+		install -m 644 completions/zsh/_$$t $(DESTDIR)$(ZSHCOMPDIR)/_$$t; done
+
+uninstall:
+	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t $(DESTDIR)$(BASHCOMPDIR)/$$t $(DESTDIR)$(ZSHCOMPDIR)/_$$t; done
+	for m in man/*.[157]; do rm -f $(DESTDIR)$(MANPREFIX)/man$${m##*.}/$${m##*/}; done
+	rm -rf $(DESTDIR)$(LIBDIR)/libipkit.a $(DESTDIR)$(INCLUDEDIR)/ipkit $(DESTDIR)$(PKGCONFIGDIR)/ipkit.pc
+
+clean:
+	rm -rf $(B)
