@@ -148,7 +148,7 @@ completions: $(BINS)
 
 $(B)/ipkit.pc: Makefile
 	@mkdir -p $(@D)
-	$(Q)printf 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: ipkit\nDescription: ipkit idle prediction and session migration library\nVersion: %s\nRequires.private: %s\nLibs: -L$${libdir} -lipkit\nLibs.private: -lm -lpthread -ldl\nCflags: -I$${includedir}/ipkit\n' \
+	$(Q)printf 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: ipkit\nDescription: ipkit idle prediction and session migration library\nVersion: %s\nRequires: %s\nLibs: -L$${libdir} -lipkit\nLibs.private: -lm -lpthread -ldl\nCflags: -I$${includedir}/ipkit\n' \
 		'$(PREFIX)' '$(LIBDIR)' '$(INCLUDEDIR)' '$(VERSION)' '$(PKGS)' > $@
 
 install: all $(B)/libipkit.a $(B)/ipkit.pc

@@ -243,6 +243,33 @@ static int handle_common(struct ipk_cli *cli, int key)
 	return -1;
 }
 
+/* getopt_long accepts unambiguous prefixes of long options; ipkit does not,
+ * so that adding an option never changes what an old command line means. */
+static int refuse_abbreviations(struct ipk_cli *cli)
+{
+	for (int a = 1; a < cli->argc; a++) {
+		const char *arg = cli->argv[a];
+		if (!strcmp(arg, "--"))
+			break;
+		if (strncmp(arg, "--", 2) != 0)
+			continue;
+		size_t len = strcspn(arg + 2, "=");
+		char name[128];
+		if (len >= sizeof(name))
+			len = sizeof(name) - 1;
+		memcpy(name, arg + 2, len);
+		name[len] = '\0';
+		const struct ipk_opt *o = find_opt(cli->prog, name);
+		if (!o) {
+			ipk_cli_usage_error(cli, "unknown option '--%s'", name);
+			return -1;
+		}
+		if (o->has_arg == required_argument && !arg[2 + len])
+			a++; /* its value may start with "--" */
+	}
+	return 0;
+}
+
 int ipk_cli_next(struct ipk_cli *cli)
 {
 	/* Config entries first, so the command line overrides them. */
@@ -254,7 +281,11 @@ int ipk_cli_next(struct ipk_cli *cli)
 		if (h < 0)
 			return o->key;
 	}
-	cli->confpos = cli->nconf + 1; /* now on the command line */
+	if (cli->confpos == cli->nconf) {
+		cli->confpos = cli->nconf + 1; /* now on the command line */
+		if (refuse_abbreviations(cli) < 0)
+			return IPK_CLI_EXIT;
+	}
 	for (;;) {
 		int longidx = -1;
 		int c = getopt_long(cli->argc, cli->argv, cli->shortopts, (struct option *)cli->longopts, &longidx);
