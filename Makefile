@@ -50,6 +50,7 @@ LIB_SRC   := $(wildcard lib/*.c)
 TOOL_SRC  := $(wildcard tools/ip-*.c)
 TOOLS     := $(patsubst tools/%.c,%,$(TOOL_SRC))
 UNIT_SRC  := $(wildcard tests/unit/test-*.c)
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz-*.c)
 HDRS      := $(wildcard lib/*.h)
 
 B := build
@@ -125,6 +126,22 @@ $(S)/unit/%: tests/unit/%.c tests/unit/check.h $(S)/libipkit.a $(HDRS)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CCLD san $@")
 	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -Itests/unit -o $@ $< $(S)/libipkit.a $(LDLIBS)
+
+# libFuzzer targets (clang): tests/fuzz/fuzz-NAME.c linked with all of lib/.
+F := $(B)/fuzz
+FUZZERS   := $(patsubst tests/fuzz/%.c,$(F)/%,$(FUZZ_SRC))
+FUZZ_FLAGS := -std=c11 -g -O1 -Ilib $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_TIME ?= 60
+
+$(F)/%: tests/fuzz/%.c $(LIB_SRC) $(HDRS)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)clang $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+
+# Build the fuzzers and run each for FUZZ_TIME seconds on its corpus.
+fuzz: $(FUZZERS)
+	$(Q)for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p $(F)/corpus-$$n; \
+		$$f -max_total_time=$(FUZZ_TIME) -timeout=10 $(F)/corpus-$$n tests/fuzz/corpus/$$n || exit 1; done
 
 -include examples/guest/guest.mk
 

@@ -19,7 +19,8 @@ struct ipk_reader {
 };
 
 /* Required fields of the known record types; see ipkit-records(7).
- * 's' string, 'n' number, 'o' object, 'b' boolean, '*' any. */
+ * 's' string, 'n' number, 'i' integer 0..2^31-1, 'o' object, 'b' boolean,
+ * '*' any. */
 struct field_req {
 	const char *name;
 	char kind;
@@ -79,6 +80,9 @@ static int kind_ok(const cJSON *item, char kind)
 		return cJSON_IsString(item);
 	case 'n':
 		return cJSON_IsNumber(item) && isfinite(item->valuedouble);
+	case 'i':
+		return cJSON_IsNumber(item) && item->valuedouble >= 0 && item->valuedouble <= 2147483647.0 &&
+		       item->valuedouble == floor(item->valuedouble);
 	case 'o':
 		return cJSON_IsObject(item);
 	case 'b':
@@ -95,6 +99,8 @@ static const char *kind_name(char kind)
 		return "a string";
 	case 'n':
 		return "a number";
+	case 'i':
+		return "a non-negative integer";
 	case 'o':
 		return "an object";
 	case 'b':
@@ -108,7 +114,7 @@ int ipk_record_validate(const cJSON *obj, struct ipk_err *err)
 {
 	if (!cJSON_IsObject(obj))
 		return ipk_err_set(err, IPK_EXIT_DATAERR, "not a JSON object");
-	static const struct field_req common[] = { { "type", 's' }, { "v", 'n' }, { "ts", 'n' } };
+	static const struct field_req common[] = { { "type", 's' }, { "v", 'i' }, { "ts", 'n' } };
 	for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++) {
 		const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, common[i].name);
 		if (!it)

@@ -45,6 +45,7 @@ static void test_bad(void)
 			  "{\"type\":5,\"v\":1,\"ts\":1}\n"
 			  "{\"type\":\"sample\",\"v\":1,\"ts\":1,\"session\":\"a\"}\n"
 			  "{\"type\":\"x\",\"v\":1,\"ts\":1} trailing\n"
+			  "{\"type\":\"x\",\"v\":1e300,\"ts\":1}\n"
 			  "{\"type\":\"ok\",\"v\":1,\"ts\":1}\n";
 	FILE *f = mem(in, sizeof(in) - 1);
 	struct ipk_reader *r = ipk_reader_from(f, "bad.jsonl");
@@ -60,8 +61,9 @@ static void test_bad(void)
 	CHECK("sample without interval",
 	      ipk_reader_next(r, &rec, &err) == IPK_READ_BAD && strstr(err.msg, "line 5: sample record: missing field 'interval'"));
 	CHECK("trailing garbage", ipk_reader_next(r, &rec, &err) == IPK_READ_BAD && strstr(err.msg, "line 6: trailing data"));
-	CHECK("good record after bad ones", ipk_reader_next(r, &rec, &err) == IPK_READ_RECORD && rec.lineno == 7);
-	CHECK("bad count", ipk_reader_bad(r) == 6);
+	CHECK("huge version refused", ipk_reader_next(r, &rec, &err) == IPK_READ_BAD && strstr(err.msg, "line 7: field 'v' must be a non-negative integer"));
+	CHECK("good record after bad ones", ipk_reader_next(r, &rec, &err) == IPK_READ_RECORD && rec.lineno == 8);
+	CHECK("bad count", ipk_reader_bad(r) == 7);
 	ipk_reader_close(r);
 	fclose(f);
 }
