@@ -281,6 +281,7 @@ static int open_serial(const char *path, int flags)
 		cfsetospeed(&t, B115200);
 		t.c_cflag |= CLOCAL | CREAD;
 		tcsetattr(fd, TCSANOW, &t);
+		tcflush(fd, TCIFLUSH);
 	}
 	return fd;
 }
@@ -475,8 +476,8 @@ static int run(const struct params *p, long seconds)
 				line[ll] = 0;
 				handle_line(line);
 				ll = 0;
-			} else if (ll + 1 < sizeof line) {
-				line[ll++] = b[i];
+			} else if (b[i] >= 0x20 && b[i] < 0x7f && ll + 1 < sizeof line) {
+				line[ll++] = b[i]; /* line noise is dropped */
 			}
 		}
 	}
