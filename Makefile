@@ -22,7 +22,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN       := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS     ?= -O2 -g
-ALL_CFLAGS := -std=c11 $(WARN) -Ilib $(PKG_CFLAGS) $(CFLAGS)
+ALL_CFLAGS := -std=c11 $(WARN) -iquote lib $(PKG_CFLAGS) $(CFLAGS)
 LDLIBS     := $(PKG_LIBS) -lm -lpthread -ldl
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -125,12 +125,12 @@ $(S)/bin/%: tools/%.c $(S)/libipkit.a $(HDRS)
 $(S)/unit/%: tests/unit/%.c tests/unit/check.h $(S)/libipkit.a $(HDRS)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CCLD san $@")
-	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -Itests/unit -o $@ $< $(S)/libipkit.a $(LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -iquote tests/unit -o $@ $< $(S)/libipkit.a $(LDLIBS)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz-NAME.c linked with all of lib/.
 F := $(B)/fuzz
 FUZZERS   := $(patsubst tests/fuzz/%.c,$(F)/%,$(FUZZ_SRC))
-FUZZ_FLAGS := -std=c11 -g -O1 -Ilib $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_FLAGS := -std=c11 -g -O1 -iquote lib $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_TIME ?= 60
 
 $(F)/%: tests/fuzz/%.c $(LIB_SRC) $(HDRS)
@@ -165,7 +165,7 @@ completions: $(BINS)
 
 $(B)/ipkit.pc: Makefile
 	@mkdir -p $(@D)
-	$(Q)printf 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: ipkit\nDescription: ipkit idle prediction and session migration library\nVersion: %s\nRequires: %s\nLibs: -L$${libdir} -lipkit\nLibs.private: -lm -lpthread -ldl\nCflags: -I$${includedir}/ipkit\n' \
+	$(Q)printf 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: ipkit\nDescription: ipkit idle prediction and session migration library\nVersion: %s\nRequires: %s\nLibs: -L$${libdir} -lipkit -lm -lpthread -ldl\nCflags: -I$${includedir}\n' \
 		'$(PREFIX)' '$(LIBDIR)' '$(INCLUDEDIR)' '$(VERSION)' '$(PKGS)' > $@
 
 install: all $(B)/libipkit.a $(B)/ipkit.pc

@@ -60,15 +60,20 @@ int ipk_collect_run(struct ipk_source **src, int nsrc, const struct ipk_collect_
 
 	double start = opts->start_ts > 0 ? opts->start_ts : ipk_now();
 	double mono0 = ipk_mono();
+	char last_fail[sizeof(err->msg)] = ""; /* the last source failure reported */
 	for (int i = 0; i < nsrc; i++) {
 		struct ipk_err serr = { 0 };
-		if (src[i]->ops->start && src[i]->ops->start(src[i], start, diag, &serr) < 0)
+		if (src[i]->ops->start && src[i]->ops->start(src[i], start, diag, &serr) < 0 && serr.msg[0]) {
 			ipk_diagf(diag, 0, "%s", serr.msg);
+			snprintf(last_fail, sizeof(last_fail), "%s", serr.msg);
+		}
 	}
 
 	struct ipk_sample_set set = { 0 };
+	char line[IPK_SAMPLE_TEXT_MAX];
 	int rc = 0, finite_left = finite;
-	for (long k = 0; !(stop && *stop); k++) {
+	long k, all_failed = 0; /* intervals in which every source asked failed */
+	for (k = 0; !(stop && *stop); k++) {
 		if (opts->count > 0 && k >= opts->count)
 			break;
 		if (opts->duration > 0 && k * opts->interval >= opts->duration - 1e-9)
@@ -81,37 +86,53 @@ int ipk_collect_run(struct ipk_source **src, int nsrc, const struct ipk_collect_
 		if (stop && *stop)
 			break;
 		ipk_sample_set_clear(&set);
+		int asked = 0, failed = 0;
 		for (int i = 0; i < nsrc; i++) {
 			if (done[i])
 				continue;
 			struct ipk_err serr = { 0 };
+			asked++;
 			int r = src[i]->ops->collect(src[i], ts, opts->interval, &set, diag, &serr);
 			if (r == IPK_SOURCE_DONE) {
 				done[i] = 1;
 				finite_left--;
+			} else if (r == IPK_SOURCE_FATAL) {
+				if (err)
+					*err = serr;
+				rc = -1;
+				goto out;
 			} else if (r < 0) {
-				ipk_diagf(diag, 0, "%s", serr.msg);
+				failed++;
+				if (serr.msg[0]) {
+					ipk_diagf(diag, 0, "%s", serr.msg);
+					snprintf(last_fail, sizeof(last_fail), "%s", serr.msg);
+				}
 			}
 		}
-		for (int j = 0; j < set.n; j++) {
+		if (asked > 0 && failed == asked)
+			all_failed++;
+		/* One interval's samples are one moment: flush them together, not
+		 * line by line (at --speed 0 a write per line would dominate). */
+		int flush_each = out->flush_each;
+		out->flush_each = 0;
+		for (int j = 0; j < set.n && rc == 0; j++) {
 			struct ipk_sample *s = &set.v[j];
 			s->ts = ts;
 			s->interval = opts->interval;
 			if (!opts->emit_empty && s->mask == 0)
 				continue;
-			cJSON *o = ipk_sample_to_json(s);
-			if (!o) {
-				rc = ipk_err_set(err, IPK_EXIT_OSERR, "out of memory");
-				goto out;
-			}
-			int w = ipk_write(out, o, err);
-			cJSON_Delete(o);
-			if (w < 0) {
-				rc = -1;
-				goto out;
-			}
+			size_t len = ipk_sample_format(s, line, sizeof(line));
+			rc = ipk_write_raw(out, line, len, err);
 		}
+		out->flush_each = flush_each;
+		if (rc == 0 && flush_each)
+			rc = ipk_writer_flush(out, err);
+		if (rc < 0)
+			goto out;
 	}
+	if (k > 0 && all_failed == k && !(stop && *stop))
+		rc = ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "no data from any source in %ld interval%s: %s", k,
+				 k == 1 ? "" : "s", last_fail[0] ? last_fail : "every source failed");
 out:
 	ipk_sample_set_free(&set);
 	free(done);

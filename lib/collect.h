@@ -38,8 +38,12 @@ struct ipk_source_ops {
 	int live;         /* measures the wall clock: needs real-time pacing */
 	/* Add the samples of the interval ending at ts (length interval) to set.
 	 * Returns 0; IPK_SOURCE_DONE when a finite source has nothing more;
-	 * -1 with err set when this interval failed (the collector reports it
-	 * and asks again next interval). */
+	 * -1 with err set when this interval failed (the collector reports
+	 * err's message as a warning, unless the source left it empty because
+	 * it already reported the same failure, and asks again next interval);
+	 * IPK_SOURCE_FATAL with err set when
+	 * the source cannot go on and collection must stop (bad data under
+	 * --strict): ipk_collect_run() then returns -1 with that err. */
 	int (*collect)(struct ipk_source *src, double ts, double interval, struct ipk_sample_set *set,
 		       const struct ipk_diag *diag, struct ipk_err *err);
 	/* Called once before the first interval, with the collector's start
@@ -48,7 +52,7 @@ struct ipk_source_ops {
 	void (*free)(struct ipk_source *src);
 };
 
-enum { IPK_SOURCE_DONE = 1 };
+enum { IPK_SOURCE_DONE = 1, IPK_SOURCE_FATAL = -2 };
 
 struct ipk_source {
 	const struct ipk_source_ops *ops;
@@ -72,7 +76,10 @@ struct ipk_collect_opts {
  * source is done (and there is no live source), count or duration is
  * reached, or *stop becomes non-zero (a signal handler's flag). Source
  * failures go to diag and the stream goes on. Returns 0, or -1 with err set
- * when the output fails (a closed pipe: ipk_writer_closed(out)). */
+ * when the output fails (a closed pipe: ipk_writer_closed(out)) or a source
+ * returned IPK_SOURCE_FATAL (its err), or -1 with IPK_EXIT_UNAVAILABLE
+ * when the run ended by count or duration and in every interval every
+ * source failed (err names the last failure). */
 int ipk_collect_run(struct ipk_source **src, int nsrc, const struct ipk_collect_opts *opts, struct ipk_writer *out,
 		    const struct ipk_diag *diag, volatile int *stop, struct ipk_err *err);
 

@@ -292,6 +292,14 @@ int ipk_write(struct ipk_writer *w, const cJSON *obj, struct ipk_err *err)
 	return rc;
 }
 
+int ipk_writer_flush(struct ipk_writer *w, struct ipk_err *err)
+{
+	errno = 0;
+	if (fflush(w->f) != 0)
+		return write_fail(w, err);
+	return 0;
+}
+
 int ipk_writer_finish(struct ipk_writer *w, struct ipk_err *err)
 {
 	errno = 0;
@@ -303,6 +311,93 @@ int ipk_writer_finish(struct ipk_writer *w, struct ipk_err *err)
 int ipk_writer_closed(const struct ipk_writer *w)
 {
 	return w->closed;
+}
+
+static size_t put_uint(char *buf, unsigned long long u)
+{
+	char tmp[24];
+	size_t n = 0;
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	for (size_t i = 0; i < n; i++)
+		buf[i] = tmp[n - 1 - i];
+	return n;
+}
+
+size_t ipk_json_number(char *buf, double v)
+{
+	if (!isfinite(v)) {
+		memcpy(buf, "null", 4);
+		return 4;
+	}
+	size_t n = 0;
+	double a = fabs(v);
+	if (a < 9007199254740992.0 && v == floor(v)) {
+		if (v < 0)
+			buf[n++] = '-';
+		return n + put_uint(buf + n, (unsigned long long)a);
+	}
+	if (a < 1e12) {
+		unsigned long long scaled = (unsigned long long)llround(a * 1e6);
+		unsigned long long ip = scaled / 1000000ULL, fp = scaled % 1000000ULL;
+		if (v < 0 && scaled)
+			buf[n++] = '-';
+		n += put_uint(buf + n, ip);
+		if (fp) {
+			char frac[6];
+			for (int i = 5; i >= 0; i--) {
+				frac[i] = (char)('0' + fp % 10);
+				fp /= 10;
+			}
+			int len = 6;
+			while (len > 0 && frac[len - 1] == '0')
+				len--;
+			buf[n++] = '.';
+			memcpy(buf + n, frac, (size_t)len);
+			n += (size_t)len;
+		}
+		return n;
+	}
+	return (size_t)snprintf(buf, 32, "%.17g", v);
+}
+
+size_t ipk_json_string(char *buf, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = 0;
+	buf[n++] = '"';
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		unsigned char c = *p;
+		if (c == '"' || c == '\\') {
+			buf[n++] = '\\';
+			buf[n++] = (char)c;
+		} else if (c < 0x20) {
+			buf[n++] = '\\';
+			switch (c) {
+			case '\n':
+				buf[n++] = 'n';
+				break;
+			case '\t':
+				buf[n++] = 't';
+				break;
+			case '\r':
+				buf[n++] = 'r';
+				break;
+			default:
+				buf[n++] = 'u';
+				buf[n++] = '0';
+				buf[n++] = '0';
+				buf[n++] = hex[c >> 4];
+				buf[n++] = hex[c & 15];
+			}
+		} else {
+			buf[n++] = (char)c;
+		}
+	}
+	buf[n++] = '"';
+	return n;
 }
 
 double ipk_json_num(const cJSON *obj, const char *name, double def)

@@ -96,12 +96,24 @@ int ipk_write(struct ipk_writer *w, const cJSON *obj, struct ipk_err *err);
 /* Write a line unchanged (pass-through); len excludes the newline. */
 int ipk_write_raw(struct ipk_writer *w, const char *line, size_t len, struct ipk_err *err);
 
+/* Flush now. Returns 0 or -1 with err. */
+int ipk_writer_flush(struct ipk_writer *w, struct ipk_err *err);
+
 /* Flush and check for errors (call at exit). Returns 0 or -1 with err. */
 int ipk_writer_finish(struct ipk_writer *w, struct ipk_err *err);
 
 /* True when the last failure was a closed downstream pipe: programs exit
  * quietly then. */
 int ipk_writer_closed(const struct ipk_writer *w);
+
+/* Fast JSON text for the hot output paths (samples, predictions), without
+ * building a cJSON tree. Both write into buf (at least 32 bytes for a number,
+ * 6 * strlen(s) + 3 for a string) and return the length written.
+ * Numbers: integers below 2^53 exactly; others with at most 6 decimals
+ * (trailing zeros dropped) below 1e12, else 17 significant digits;
+ * non-finite values as null. Strings are quoted and escaped. */
+size_t ipk_json_number(char *buf, double v);
+size_t ipk_json_string(char *buf, const char *s);
 
 /* Convenience getters: return the field's value or def when absent or of
  * another JSON type. */

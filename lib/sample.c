@@ -1,4 +1,5 @@
 #include "sample.h"
+#include "record.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -141,6 +142,57 @@ cJSON *ipk_sample_to_json(const struct ipk_sample *s)
 		return NULL;
 	}
 	return o;
+}
+
+size_t ipk_sample_format(const struct ipk_sample *s, char *buf, size_t cap)
+{
+	/* Worst case: escaped strings (6 bytes per byte) plus 32 bytes and the
+	 * key per number; check the bound once instead of per field. */
+	size_t need = 64 + 6 * (sizeof(s->session) + sizeof(s->user) + sizeof(s->host)) +
+		      IPK_SOURCES_MAX * (6 * sizeof(s->sources[0]) + 3) + IPK_F_COUNT * 56;
+	if (cap < need)
+		return 0;
+	size_t n = 0;
+#define PUT(lit) (memcpy(buf + n, lit, sizeof(lit) - 1), n += sizeof(lit) - 1)
+	PUT("{\"type\":\"sample\",\"v\":1,\"ts\":");
+	n += ipk_json_number(buf + n, s->ts);
+	PUT(",\"session\":");
+	n += ipk_json_string(buf + n, s->session);
+	PUT(",\"interval\":");
+	n += ipk_json_number(buf + n, s->interval);
+	if (s->user[0]) {
+		PUT(",\"user\":");
+		n += ipk_json_string(buf + n, s->user);
+	}
+	if (s->host[0]) {
+		PUT(",\"host\":");
+		n += ipk_json_string(buf + n, s->host);
+	}
+	if (s->nsources) {
+		PUT(",\"sources\":[");
+		for (int i = 0; i < s->nsources; i++) {
+			if (i)
+				buf[n++] = ',';
+			n += ipk_json_string(buf + n, s->sources[i]);
+		}
+		buf[n++] = ']';
+	}
+	for (int f = 0; f < IPK_F_COUNT; f++) {
+		if (!ipk_sample_has(s, f))
+			continue;
+		buf[n++] = ',';
+		buf[n++] = '"';
+		size_t kl = strlen(fields[f].name);
+		memcpy(buf + n, fields[f].name, kl);
+		n += kl;
+		buf[n++] = '"';
+		buf[n++] = ':';
+		n += ipk_json_number(buf + n, s->val[f]);
+	}
+	buf[n++] = '}';
+	buf[n] = '\0';
+#undef PUT
+	return n;
 }
 
 int ipk_sample_from_json(const cJSON *obj, struct ipk_sample *s, struct ipk_err *err)

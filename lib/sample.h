@@ -87,6 +87,13 @@ void ipk_sample_merge(struct ipk_sample *dst, const struct ipk_sample *src);
 /* The sample as a record object; NULL when out of memory. Caller frees. */
 cJSON *ipk_sample_to_json(const struct ipk_sample *s);
 
+/* The sample record as one line of JSON text in buf (no newline), the same
+ * record ipk_sample_to_json() builds, written without a cJSON tree because
+ * it is ip-collect's hot path. Returns the length, or 0 when cap (use
+ * IPK_SAMPLE_TEXT_MAX) is too small. */
+#define IPK_SAMPLE_TEXT_MAX 4096
+size_t ipk_sample_format(const struct ipk_sample *s, char *buf, size_t cap);
+
 /* Parse a "sample" record (already validated by the reader) into s. Fields
  * of unknown name are ignored; a known field that is not a number gives -1
  * with err naming it. */

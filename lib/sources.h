@@ -49,22 +49,38 @@ struct ipk_replay_opts {
 };
 struct ipk_source *ipk_source_replay_new(const struct ipk_replay_opts *o, struct ipk_err *err);
 
-/* Prometheus text exposition scraped over HTTP(S) with libcurl, once per
- * interval. Each map line turns metrics into a sample field:
+/* Prometheus text exposition (format 0.0.4, promtext.h) scraped over
+ * HTTP(S) with libcurl: a baseline scrape at start, then one per interval.
+ * Each map line turns metrics into a sample field:
  *   METRIC[{label="value",...}]=FIELD[@LABEL][*SCALE][:rate]
- * LABEL names the label that carries the session (default "session"), :rate
- * turns a counter into its increase over the interval. */
+ * The label set selects series by equality (an empty value matches a series
+ * without the label); FIELD is a sample field name (sample.h); LABEL names
+ * the label that carries the session (default "session"; series without it
+ * go to session, or the local host name); SCALE multiplies; :rate turns a
+ * counter into its increase since the previous interval's scrape (first
+ * sight and the scrape after a failed one: baseline only; a decrease is a
+ * reset and gives the new value). @, * and : may come in any order. Series
+ * giving the same session and field combine by the field's merge rule; NaN
+ * and infinite values leave the field absent. A bad URL (not http/https) or
+ * map line, or no map line, is IPK_EXIT_USAGE. Failed scrapes (transfer
+ * error, timeout, HTTP status not 2xx; redirects are not followed) fail the
+ * interval; malformed lines are skipped with a warning naming the line. */
 struct ipk_prom_opts {
 	const char *url;
 	const char *const *map;
 	int nmap;
 	const char *session;  /* session for series without a session label */
-	double timeout;       /* seconds per scrape (default: the interval) */
+	double timeout;       /* seconds per scrape (0: the interval; 10 s for the baseline scrape) */
 };
 struct ipk_source *ipk_source_prom_new(const struct ipk_prom_opts *o, struct ipk_err *err);
 
 /* Linux input devices (evdev): key presses, button clicks, wheel and pointer
- * motion read from /dev/input/event* (or any file of struct input_event). */
+ * motion read from /dev/input/event* (or any file of struct input_event:
+ * a FIFO, a regular file), never grabbed. Fields keys, clicks, scrolls,
+ * mouse_px, events, input_age_s as defined in source_evdev.c; session:
+ * the one given or the local host name. Cannot open: IPK_EXIT_NOINPUT (a
+ * character device that is not evdev too). An unplugged device (ENODEV)
+ * gives a warning, adds nothing, and is reopened when it comes back. */
 struct ipk_evdev_opts {
 	const char *path;
 	const char *session;
@@ -72,10 +88,12 @@ struct ipk_evdev_opts {
 struct ipk_source *ipk_source_evdev_new(const struct ipk_evdev_opts *o, struct ipk_err *err);
 
 /* NVIDIA GPUs through NVML loaded with dlopen (libnvidia-ml.so.1): GPU
- * utilisation and memory per session. Without the library or a GPU this
- * fails with IPK_EXIT_UNAVAILABLE; fields are then absent, never zero. */
+ * utilisation (0..1, the maximum over a session's GPUs) and memory used
+ * (bytes, summed) per session. Without the library, when nvmlInit_v2 fails
+ * or there is no GPU this fails with IPK_EXIT_UNAVAILABLE ("nvml
+ * unavailable: ..."); fields are then absent, never zero. */
 struct ipk_nvml_opts {
-	const struct ipk_session_map *map; /* GPU index or PCI bus id -> session */
+	const struct ipk_session_map *map; /* GPU index, PCI bus id or UUID -> session */
 	int nmap;
 	const char *session; /* session for unmapped GPUs (NULL: "gpuN") */
 };

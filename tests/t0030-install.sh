@@ -23,8 +23,8 @@ check_eq "installed program runs" "ip-collect (ipkit) $("$IPKIT_BIN/ip-collect" 
 	"$("$d/usr/local/bin/ip-collect" --version)"
 
 cat >"$TMP/use.c" <<'C'
-#include <ipk.h>
-#include <record.h>
+#include <ipkit/ipk.h>
+#include <ipkit/record.h>
 #include <stdio.h>
 int main(void)
 {

@@ -272,7 +272,8 @@ static int cmd_collect(int argc, char **argv)
 			goto fail;
 	}
 	for (int i = 0; i < proms.n; i++) {
-		struct ipk_prom_opts po = { .url = proms.v[i], .map = metrics.v, .nmap = metrics.n, .session = session };
+		struct ipk_prom_opts po = { .url = proms.v[i], .map = metrics.v, .nmap = metrics.n, .session = session,
+					    .timeout = copts.interval };
 		if (!(s = ipk_source_prom_new(&po, &err)) || add_source(&src, &nsrc, s) < 0)
 			goto fail;
 	}
@@ -288,8 +289,17 @@ static int cmd_collect(int argc, char **argv)
 	}
 	if (use_gpu) {
 		struct ipk_nvml_opts no = { .map = map, .nmap = maps.n, .session = session };
-		if (!(s = ipk_source_nvml_new(&no, &err)) || add_source(&src, &nsrc, s) < 0)
+		if ((s = ipk_source_nvml_new(&no, &err))) {
+			if (add_source(&src, &nsrc, s) < 0)
+				goto fail;
+		} else if (err.code == IPK_EXIT_UNAVAILABLE && nsrc > 0) {
+			/* Other sources go on; GPU fields are absent, never zero. */
+			ipk_warn(&cli, "%s", err.msg);
+			ipk_info(&cli, "--gpu falls back to no GPU data: fields gpu and gpu_mem_bytes are omitted");
+			err = (struct ipk_err){ 0 };
+		} else {
 			goto fail;
+		}
 	}
 
 	if (!speed_set && replays.n && nsrc == replays.n)

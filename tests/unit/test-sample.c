@@ -50,6 +50,35 @@ int main(void)
 	CHECK("round trip keeps sources", back.nsources == 2 && !strcmp(back.sources[1], "libvirt"));
 	cJSON_free(txt);
 
+	char line[IPK_SAMPLE_TEXT_MAX];
+	strcpy(m->session, "q\"uote\\back\nline");
+	ipk_sample_set_field(m, IPK_F_MOUSE_PX, 1234.56789012);
+	ipk_sample_set_field(m, IPK_F_RX_BYTES, 123456789012345.0);
+	ipk_sample_set_field(m, IPK_F_CPU_S, -0.25);
+	m->ts = 1764115200.123456;
+	size_t len = ipk_sample_format(m, line, sizeof(line));
+	CHECK("fast format fits", len > 0 && len == strlen(line));
+	cJSON *fj = cJSON_Parse(line);
+	CHECK("fast format is valid JSON", fj != NULL);
+	CHECK("fast format is a valid sample record", fj && ipk_record_validate(fj, &err) == 0);
+	struct ipk_sample f2;
+	CHECK("fast format parses back", fj && ipk_sample_from_json(fj, &f2, &err) == 0);
+	CHECK("escaped session round trip", strcmp(f2.session, m->session) == 0);
+	CHECK("mask round trip", f2.mask == m->mask);
+	CHECK_NEAR("fraction to 1e-6", f2.val[IPK_F_MOUSE_PX], 1234.56789, 1e-9);
+	CHECK_NEAR("big integer exact", f2.val[IPK_F_RX_BYTES], 123456789012345.0, 0);
+	CHECK_NEAR("negative fraction", f2.val[IPK_F_CPU_S], -0.25, 0);
+	CHECK_NEAR("timestamp to the microsecond", f2.ts, 1764115200.123456, 1e-6);
+	CHECK("too small a buffer refused", ipk_sample_format(m, line, 100) == 0);
+	cJSON_Delete(fj);
+	char nb[32];
+	nb[ipk_json_number(nb, 0.5e-7)] = 0;
+	CHECK("tiny value rounds to 0", strcmp(nb, "0") == 0);
+	nb[ipk_json_number(nb, 3e20)] = 0;
+	CHECK("huge value in exponent form", strcmp(nb, "3e+20") == 0 || strcmp(nb, "300000000000000000000") == 0);
+	nb[ipk_json_number(nb, NAN)] = 0;
+	CHECK("NaN as null", strcmp(nb, "null") == 0);
+
 	cJSON_ReplaceItemInObject(j, "events", cJSON_CreateString("many"));
 	CHECK("non-numeric field refused", ipk_sample_from_json(j, &back, &err) < 0 && strstr(err.msg, "'events'"));
 	cJSON_Delete(j);
