@@ -1,0 +1,58 @@
+/* dataset.h - sample records gathered per session for training and
+ * evaluation: each session's timestamps, event counts, raw features
+ * (feature.h) and idle times, in stream order.
+ *
+ * Ownership: a dataset from ipk_dataset_new() owns its series and their
+ * arrays; free it with ipk_dataset_free() (NULL is fine). Pointers into a
+ * series stay valid until the next ipk_dataset_add() or the free.
+ */
+#ifndef IPK_DATASET_H
+#define IPK_DATASET_H
+
+#include "feature.h"
+#include "sample.h"
+
+struct ipk_series {
+	char session[128];
+	char user[64];      /* "" when the records carry none */
+	long n;
+	double *ts;         /* [n] end of each interval */
+	float *events;      /* [n] input events, NaN when the sample lacks them */
+	float *raw;         /* [n][IPK_FEAT_COUNT] raw features */
+	double *idle;       /* [n] seconds since the last input (ipk_feat_idle) */
+	/* private */
+	long cap;
+	struct ipk_feat_state *fs;
+};
+
+struct ipk_dataset {
+	struct ipk_series *s;
+	int n;
+	long samples;       /* samples added */
+	long out_of_order;  /* samples refused: not after their session's previous */
+	/* private */
+	int cap;
+	int *hash;
+	int hcap;
+};
+
+/* An empty dataset, or NULL when out of memory. */
+struct ipk_dataset *ipk_dataset_new(void);
+void ipk_dataset_free(struct ipk_dataset *d);
+
+/* Add one sample to its session's series (created on first sight).
+ * Returns 0 (a sample not after its session's previous one is counted in
+ * out_of_order and skipped), or -1 with err set when out of memory. */
+int ipk_dataset_add(struct ipk_dataset *d, const struct ipk_sample *s, struct ipk_err *err);
+
+/* Read every "sample" record of a record file (path, "-" for standard
+ * input) into d; other records are ignored. Bad lines are counted into
+ * *bad (when not NULL) and skipped. Returns 0, or -1 with err set (the
+ * file cannot be opened or read, out of memory). */
+int ipk_dataset_read(struct ipk_dataset *d, const char *path, long *bad, struct ipk_err *err);
+
+/* The dataset's distinct users ("" included when a series has none),
+ * sorted, into users (at most max). Returns how many there are. */
+int ipk_dataset_users(const struct ipk_dataset *d, char (*users)[64], int max);
+
+#endif

@@ -1,0 +1,82 @@
+/* model.h - the prediction model file: an LSTM (lstm.h) with what it needs
+ * around it (prediction windows, thresholds, the feature list and its
+ * normalisation), stored in a versioned, checksummed, portable file.
+ *
+ * File format, version 1 (all integers and floats little-endian, floats
+ * IEEE-754; byte offsets from the start):
+ *   0   8  magic "IPKMODEL"
+ *   8   4  u32 format version (1)
+ *   12  8  u64 total file length in bytes, checksum included
+ *   20  .. u32 n_in, hidden, layers, n_out
+ *          n_out x f64 window (seconds), n_out x f64 threshold (0..1)
+ *          u32 nfeat (== n_in); per feature: u8 name length, name bytes,
+ *          f32 mean, f32 scale (normalised = (raw - mean) / scale)
+ *          u16 length + bytes: model name; u16 length + bytes: free text
+ *          describing how the model was made
+ *          u64 nparams, then nparams x f32: the LSTM parameters in
+ *          lstm.h's canonical order
+ *   end-8  u64 XXH64 (seed 0) of every byte before it
+ * The checksum covers the whole file, so any changed byte is detected.
+ * A reader refuses a file whose magic, version, length, checksum or sizes
+ * are wrong, naming the file and the reason.
+ *
+ * Ownership: ipk_model_new() takes the network it is given; the model owns
+ * it and frees it in ipk_model_free() (NULL is fine). ipk_model_encode()
+ * returns a malloc'd buffer the caller frees.
+ */
+#ifndef IPK_MODEL_H
+#define IPK_MODEL_H
+
+#include <stddef.h>
+
+#include "ipk.h"
+#include "lstm.h"
+
+#define IPK_MODEL_VERSION 1
+#define IPK_MODEL_MAX_FEAT 256
+#define IPK_MODEL_FEAT_NAME 32
+
+/* Everything in the file besides the network's parameters. */
+struct ipk_model_info {
+	int nwin;                                 /* == the network's n_out */
+	double window[IPK_LSTM_MAX_OUT];          /* seconds, ascending */
+	double threshold[IPK_LSTM_MAX_OUT];       /* decision threshold per window */
+	int nfeat;                                /* == the network's n_in */
+	char feat[IPK_MODEL_MAX_FEAT][IPK_MODEL_FEAT_NAME]; /* feature names */
+	float mean[IPK_MODEL_MAX_FEAT];
+	float scale[IPK_MODEL_MAX_FEAT];          /* > 0 */
+	char name[64];                            /* e.g. "lstm-h32" */
+	char meta[512];                           /* how it was made */
+};
+
+struct ipk_model;
+
+/* A model from info (copied) and net (taken, even on failure). NULL with
+ * err set when they disagree (IPK_EXIT_USAGE) or out of memory. */
+struct ipk_model *ipk_model_new(const struct ipk_model_info *info, struct ipk_lstm *net, struct ipk_err *err);
+void ipk_model_free(struct ipk_model *m);
+
+const struct ipk_model_info *ipk_model_info(const struct ipk_model *m);
+struct ipk_lstm *ipk_model_net(const struct ipk_model *m);
+/* "NAME-XXXXXXXX": the name and the high 32 bits of the checksum of the
+ * model's encoding (the file's checksum), computed at creation. */
+const char *ipk_model_id(const struct ipk_model *m);
+
+/* The model as file bytes in *buf (malloc'd) and *len. Returns 0, or -1
+ * with err set (out of memory). */
+int ipk_model_encode(const struct ipk_model *m, unsigned char **buf, size_t *len, struct ipk_err *err);
+
+/* A model from file bytes; name is used in messages. NULL with err set
+ * (IPK_EXIT_DATAERR) and a message "read model 'NAME': reason" when the
+ * bytes are not a model, truncated, corrupt or of another version. */
+struct ipk_model *ipk_model_decode(const unsigned char *buf, size_t len, const char *name, struct ipk_err *err);
+
+/* Write to path atomically (a temporary file beside it, then rename).
+ * Returns 0, or -1 with err set (IPK_EXIT_CANTCREAT / IPK_EXIT_IOERR). */
+int ipk_model_save(const struct ipk_model *m, const char *path, struct ipk_err *err);
+
+/* Read a model file. NULL with err set: IPK_EXIT_NOINPUT when it cannot be
+ * opened, IPK_EXIT_DATAERR when it is refused (see ipk_model_decode). */
+struct ipk_model *ipk_model_load(const char *path, struct ipk_err *err);
+
+#endif

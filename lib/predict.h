@@ -1,0 +1,45 @@
+/* predict.h - streaming prediction: per-session feature and LSTM state kept
+ * while sessions come and go, one prediction per sample.
+ *
+ * Ownership: ipk_predictor_new() borrows the model (it must outlive the
+ * predictor) and returns a predictor the caller frees with
+ * ipk_predictor_free() (NULL is fine); it owns every session's state.
+ */
+#ifndef IPK_PREDICT_H
+#define IPK_PREDICT_H
+
+#include "model.h"
+#include "sample.h"
+
+struct ipk_prediction {
+	double ts;
+	double idle_s;                  /* seconds of inactivity observed so far */
+	int nwin;
+	double window[IPK_LSTM_MAX_OUT];
+	float p[IPK_LSTM_MAX_OUT];      /* probability of no input in (ts, ts+window] */
+	int decide;                     /* index of the window the decision is on */
+	double threshold;               /* threshold in force */
+	int above;                      /* p[decide] >= threshold */
+};
+
+struct ipk_predictor;
+
+/* decide_window: the window (seconds) decisions are taken on, one of the
+ * model's; threshold: in 0..1, or negative for the model's own threshold of
+ * that window; expire: seconds of stream time after which a session that
+ * sent no sample is forgotten. NULL with err set (IPK_EXIT_USAGE: no such
+ * window; IPK_EXIT_DATAERR: the model's features are not this build's). */
+struct ipk_predictor *ipk_predictor_new(const struct ipk_model *m, double decide_window, double threshold,
+					double expire, struct ipk_err *err);
+void ipk_predictor_free(struct ipk_predictor *p);
+
+/* Predict for one sample. Returns 1 with out filled; 0 when the sample was
+ * skipped (not after its session's previous one); -1 with err set when out
+ * of memory. */
+int ipk_predictor_step(struct ipk_predictor *p, const struct ipk_sample *s, struct ipk_prediction *out,
+		       struct ipk_err *err);
+
+/* Sessions currently held. */
+int ipk_predictor_sessions(const struct ipk_predictor *p);
+
+#endif

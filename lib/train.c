@@ -1,0 +1,530 @@
+/* train.c - training and evaluation on user-split data. See train.h. */
+#include "train.h"
+
+#include "record.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ipk_train_defaults(struct ipk_train_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->hidden = 32;
+	o->layers = 1;
+	o->epochs = 8;
+	o->nwin = 3;
+	o->window[0] = 5;
+	o->window[1] = 10;
+	o->window[2] = 30;
+	ipk_lstm_train_defaults(&o->lstm);
+	o->lstm.lr = 2e-3;
+	o->seed = 1;
+	o->baselines = 1;
+	o->early_idle = 2;
+}
+
+void ipk_train_report_free(struct ipk_train_report *r)
+{
+	free(r->rows);
+	r->rows = NULL;
+	r->nrows = 0;
+}
+
+static int add_row(struct ipk_train_report *r, const char *pred, double win, const char *subset,
+		   const struct ipk_metrics *m)
+{
+	struct ipk_eval_row *v = realloc(r->rows, sizeof(*v) * (r->nrows + 1));
+	if (!v)
+		return -1;
+	r->rows = v;
+	struct ipk_eval_row *row = &v[r->nrows++];
+	memset(row, 0, sizeof(*row));
+	snprintf(row->predictor, sizeof(row->predictor), "%s", pred);
+	row->window = win;
+	snprintf(row->subset, sizeof(row->subset), "%s", subset);
+	row->m = *m;
+	return 0;
+}
+
+/* Everything the run allocates, freed in one place. */
+struct work {
+	int nser;
+	char *is_val;
+	float **x, **y;                /* per series: normalised features, labels */
+	struct ipk_lstm_seq *train;
+	int ntrain;
+	long nval;                     /* validation steps */
+	double *pred, *score;          /* [nval][nwin] model; [nval] scratch */
+	float *yval, *yearly, *xval;   /* [nval][nwin], [nval][nwin], [nval][F] */
+	double *idle;                  /* [nval] */
+	double *best;                  /* best parameters */
+};
+
+static void work_free(struct work *w)
+{
+	for (int i = 0; i < w->nser; i++) {
+		if (w->x)
+			free(w->x[i]);
+		if (w->y)
+			free(w->y[i]);
+	}
+	free(w->x);
+	free(w->y);
+	free(w->is_val);
+	free(w->train);
+	free(w->pred);
+	free(w->score);
+	free(w->yval);
+	free(w->yearly);
+	free(w->xval);
+	free(w->idle);
+	free(w->best);
+}
+
+static int split_users(const struct ipk_train_opts *o, const struct ipk_dataset *d, struct work *w,
+		       struct ipk_train_report *rep, struct ipk_err *err)
+{
+	char users[256][64];
+	int nu = ipk_dataset_users(d, users, 256);
+	if (nu > 256)
+		return ipk_err_set(err, IPK_EXIT_DATAERR, "split users '%d users': at most 256 supported", nu);
+	if (nu < 2)
+		return ipk_err_set(err, IPK_EXIT_DATAERR,
+				   "split users '%s': the samples name %d user(s); training and validation need two or more",
+				   nu ? users[0] : "", nu);
+	char val[256] = { 0 };
+	if (o->val_users) {
+		char buf[1024];
+		snprintf(buf, sizeof(buf), "%s", o->val_users);
+		for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+			int found = -1;
+			for (int u = 0; u < nu; u++)
+				if (!strcmp(users[u], t))
+					found = u;
+			if (found < 0)
+				return ipk_err_set(err, IPK_EXIT_USAGE, "validation user '%s': no sample names this user", t);
+			val[found] = 1;
+		}
+	} else {
+		int order[256];
+		for (int u = 0; u < nu; u++)
+			order[u] = u;
+		struct ipk_rng r;
+		ipk_rng_seed(&r, o->seed ^ 0x75736572ULL);
+		for (int u = nu - 1; u > 0; u--) {
+			int j = (int)ipk_rng_below(&r, (uint64_t)u + 1), t = order[u];
+			order[u] = order[j];
+			order[j] = t;
+		}
+		int nv = (nu + 2) / 4;
+		for (int u = 0; u < (nv ? nv : 1); u++)
+			val[order[u]] = 1;
+	}
+	int nv = 0;
+	for (int u = 0; u < nu; u++)
+		nv += val[u];
+	if (nv == 0 || nv == nu)
+		return ipk_err_set(err, IPK_EXIT_USAGE, "split users '%s': every user is on one side",
+				   o->val_users ? o->val_users : "");
+	for (int u = 0; u < nu; u++) {
+		char *dst = val[u] ? rep->val_users : rep->train_users;
+		size_t l = strlen(dst);
+		snprintf(dst + l, 512 - l, "%s%s", l ? "," : "", users[u]);
+	}
+	for (int i = 0; i < d->n; i++)
+		for (int u = 0; u < nu; u++)
+			if (!strcmp(d->s[i].user, users[u]))
+				w->is_val[i] = val[u];
+	return 0;
+}
+
+/* Stream every validation series through the network; fills w->pred. */
+static void predict_val(const struct ipk_dataset *d, struct work *w, struct ipk_lstm *net, int nwin)
+{
+	long k = 0;
+	float p[IPK_LSTM_MAX_OUT];
+	for (int i = 0; i < d->n; i++) {
+		if (!w->is_val[i])
+			continue;
+		struct ipk_lstm_state *st = ipk_lstm_state_new(net);
+		for (long t = 0; t < d->s[i].n; t++, k++) {
+			if (st)
+				ipk_lstm_step(net, &st, 1, w->x[i] + t * IPK_FEAT_COUNT, p);
+			for (int j = 0; j < nwin; j++)
+				w->pred[k * nwin + j] = st ? p[j] : NAN;
+		}
+		ipk_lstm_state_free(st);
+	}
+}
+
+static double val_score(struct work *w, int nwin)
+{
+	double s = 0;
+	for (int j = 0; j < nwin; j++) {
+		struct ipk_metrics m;
+		for (long k = 0; k < w->nval; k++)
+			w->score[k] = w->pred[k * nwin + j];
+		if (ipk_metrics_compute(w->score, w->yval + j, nwin, w->nval, 1, &m, NULL) < 0 || isnan(m.pr_auc))
+			return NAN;
+		s += m.pr_auc;
+	}
+	return s / nwin;
+}
+
+struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk_dataset *d, ipk_train_progress cb,
+				void *cbarg, struct ipk_train_report *rep, struct ipk_err *err)
+{
+	const int F = IPK_FEAT_COUNT, nwin = o->nwin;
+	struct work w;
+	memset(&w, 0, sizeof(w));
+	memset(rep, 0, sizeof(*rep));
+	struct ipk_model *model = NULL;
+	struct ipk_lstm *net = NULL;
+	struct ipk_lstm_trainer *tr = NULL;
+	struct ipk_gaphist *gh = NULL;
+	struct ipk_model_info *info = calloc(1, sizeof(*info));
+	w.nser = d->n;
+	w.is_val = calloc(d->n ? d->n : 1, 1);
+	w.x = calloc(d->n ? d->n : 1, sizeof(float *));
+	w.y = calloc(d->n ? d->n : 1, sizeof(float *));
+	w.train = calloc(d->n ? d->n : 1, sizeof(*w.train));
+	if (!info || !w.is_val || !w.x || !w.y || !w.train)
+		goto oom;
+	if (split_users(o, d, &w, rep, err) < 0)
+		goto fail;
+
+	/* normalisation from the training users */
+	struct ipk_norm_acc acc;
+	ipk_norm_fit_begin(&acc);
+	for (int i = 0; i < d->n; i++)
+		if (!w.is_val[i])
+			for (long t = 0; t < d->s[i].n; t++)
+				ipk_norm_fit_add(&acc, d->s[i].raw + t * F);
+	ipk_norm_fit_end(&acc, info->mean, info->scale);
+	for (int i = 0; i < d->n; i++) {
+		const struct ipk_series *s = &d->s[i];
+		w.x[i] = malloc(sizeof(float) * (s->n ? s->n : 1) * F);
+		w.y[i] = malloc(sizeof(float) * (s->n ? s->n : 1) * nwin);
+		if (!w.x[i] || !w.y[i])
+			goto oom;
+		for (long t = 0; t < s->n; t++)
+			ipk_norm_apply(info->mean, info->scale, F, s->raw + t * F, w.x[i] + t * F);
+		ipk_label_windows(s->ts, s->events, s->n, o->window, nwin, w.y[i]);
+		if (w.is_val[i]) {
+			w.nval += s->n;
+		} else {
+			w.train[w.ntrain++] = (struct ipk_lstm_seq){ w.x[i], w.y[i], (int)s->n };
+			rep->train_steps += s->n;
+		}
+	}
+	rep->val_steps = w.nval;
+	if (!w.nval || !rep->train_steps) {
+		ipk_err_set(err, IPK_EXIT_DATAERR, "train model 'lstm': no samples for training or validation");
+		goto fail;
+	}
+	w.pred = malloc(sizeof(double) * w.nval * nwin);
+	w.score = malloc(sizeof(double) * w.nval);
+	w.yval = malloc(sizeof(float) * w.nval * nwin);
+	w.yearly = malloc(sizeof(float) * w.nval * nwin);
+	w.xval = malloc(sizeof(float) * w.nval * F);
+	w.idle = malloc(sizeof(double) * w.nval);
+	if (!w.pred || !w.score || !w.yval || !w.yearly || !w.xval || !w.idle)
+		goto oom;
+	for (int i = 0, k = 0; i < d->n; i++) {
+		if (!w.is_val[i])
+			continue;
+		const struct ipk_series *s = &d->s[i];
+		memcpy(w.yval + (long)k * nwin, w.y[i], sizeof(float) * s->n * nwin);
+		memcpy(w.xval + (long)k * F, w.x[i], sizeof(float) * s->n * F);
+		memcpy(w.idle + k, s->idle, sizeof(double) * s->n);
+		k += (int)s->n;
+	}
+	for (long k = 0; k < w.nval; k++)
+		for (int j = 0; j < nwin; j++)
+			w.yearly[k * nwin + j] = w.idle[k] <= o->early_idle ? w.yval[k * nwin + j] : -1.0f;
+
+	/* the network */
+	struct ipk_lstm_shape sh = { .n_in = F, .hidden = o->hidden, .layers = o->layers, .n_out = nwin };
+	if (!(net = ipk_lstm_new(&sh, err)))
+		goto fail;
+	ipk_lstm_init(net, o->seed);
+	struct ipk_lstm_train_opts lo = o->lstm;
+	lo.seed = o->seed;
+	if (!(tr = ipk_lstm_trainer_new(net, &lo, err)))
+		goto fail;
+	size_t np = ipk_lstm_nparams(net);
+	if (!(w.best = malloc(sizeof(double) * np)))
+		goto oom;
+	double best = -1, tsum = 0;
+	for (int e = 1; e <= o->epochs; e++) {
+		double t0 = ipk_mono();
+		double loss = ipk_lstm_train_epoch(tr, w.train, w.ntrain, err);
+		if (loss < 0)
+			goto fail;
+		double dt = ipk_mono() - t0;
+		tsum += dt;
+		predict_val(d, &w, net, nwin);
+		double vs = val_score(&w, nwin);
+		if (vs > best || e == 1) {
+			best = vs;
+			rep->best_epoch = e;
+			memcpy(w.best, ipk_lstm_params(net), sizeof(double) * np);
+		}
+		if (cb)
+			cb(cbarg, e, loss, vs, dt);
+	}
+	rep->epoch_seconds = o->epochs ? tsum / o->epochs : 0;
+	if (o->epochs)
+		memcpy(ipk_lstm_params(net), w.best, sizeof(double) * np);
+	ipk_lstm_sync(net);
+	predict_val(d, &w, net, nwin);
+
+	/* the model file's contents */
+	info->nwin = nwin;
+	info->nfeat = F;
+	for (int j = 0; j < nwin; j++) {
+		info->window[j] = o->window[j];
+		for (long k = 0; k < w.nval; k++)
+			w.score[k] = w.pred[k * nwin + j];
+		double th = ipk_threshold_at_precision(w.score, w.yval + j, nwin, w.nval, 0.9, NULL);
+		info->threshold[j] = isnan(th) ? 0.5 : th;
+	}
+	for (int i = 0; i < F; i++)
+		snprintf(info->feat[i], IPK_MODEL_FEAT_NAME, "%s", ipk_feat_name(i));
+	snprintf(info->name, sizeof(info->name), "lstm-h%d-l%d", o->hidden, o->layers);
+	snprintf(info->meta, sizeof(info->meta),
+		 "ip-train seed %llu, epochs %d (best %d), batch %d, bptt %d, lr %g; train users %.180s; validation users %.180s",
+		 (unsigned long long)o->seed, o->epochs, rep->best_epoch, lo.batch, lo.bptt, lo.lr, rep->train_users,
+		 rep->val_users);
+
+	/* evaluation on the validation users */
+	if (o->baselines) {
+		if (!(gh = ipk_gaphist_new()))
+			goto oom;
+		for (int i = 0; i < d->n; i++)
+			if (!w.is_val[i] && ipk_gaphist_add_session(gh, d->s[i].ts, d->s[i].events, d->s[i].n) < 0)
+				goto oom;
+	}
+	/* training rows for the logistic regression: all training steps */
+	float *xtr = NULL, *ytr = NULL;
+	long ntr = 0;
+	if (o->baselines) {
+		xtr = malloc(sizeof(float) * rep->train_steps * F);
+		ytr = malloc(sizeof(float) * rep->train_steps * nwin);
+		if (!xtr || !ytr) {
+			free(xtr);
+			free(ytr);
+			goto oom;
+		}
+		for (int i = 0; i < d->n; i++) {
+			if (w.is_val[i])
+				continue;
+			memcpy(xtr + ntr * F, w.x[i], sizeof(float) * d->s[i].n * F);
+			memcpy(ytr + ntr * nwin, w.y[i], sizeof(float) * d->s[i].n * nwin);
+			ntr += d->s[i].n;
+		}
+	}
+	int bad = 0;
+	for (int j = 0; j < nwin && !bad; j++) {
+		int npred = o->baselines ? 4 : 1;
+		for (int p = 0; p < npred && !bad; p++) {
+			const char *name = p == 0 ? "lstm" : p == 1 ? "idle-timer" : p == 2 ? "hybrid-histogram" : "logistic";
+			struct ipk_logreg lr;
+			if (p == 3 && ipk_logreg_fit(&lr, xtr, F, ytr + j, nwin, ntr, 1e-3, err) < 0) {
+				bad = 1;
+				break;
+			}
+			for (long k = 0; k < w.nval; k++) {
+				if (p == 0)
+					w.score[k] = w.pred[k * nwin + j];
+				else if (p == 1)
+					w.score[k] = w.idle[k];
+				else if (p == 2)
+					w.score[k] = ipk_gaphist_score(gh, w.idle[k], o->window[j]);
+				else
+					w.score[k] = ipk_logreg_predict(&lr, w.xval + k * F);
+			}
+			for (int sub = 0; sub < 2 && !bad; sub++) {
+				struct ipk_metrics m;
+				const float *yy = sub ? w.yearly : w.yval;
+				if (ipk_metrics_compute(w.score, yy + j, nwin, w.nval, p != 1, &m, err) < 0 ||
+				    add_row(rep, name, o->window[j], sub ? "early" : "all", &m) < 0)
+					bad = 1;
+			}
+		}
+	}
+	free(xtr);
+	free(ytr);
+	if (bad) {
+		if (!err || !err->code)
+			ipk_err_set(err, IPK_EXIT_OSERR, "evaluate model: out of memory");
+		goto fail;
+	}
+	model = ipk_model_new(info, net, err);
+	net = NULL;
+	if (!model)
+		goto fail;
+	ipk_gaphist_free(gh);
+	ipk_lstm_trainer_free(tr);
+	work_free(&w);
+	free(info);
+	return model;
+oom:
+	ipk_err_set(err, IPK_EXIT_OSERR, "train model: out of memory");
+fail:
+	ipk_gaphist_free(gh);
+	ipk_lstm_trainer_free(tr);
+	ipk_lstm_free(net);
+	work_free(&w);
+	free(info);
+	ipk_train_report_free(rep);
+	return NULL;
+}
+
+int ipk_model_check_features(const struct ipk_model *m, struct ipk_err *err)
+{
+	const struct ipk_model_info *in = ipk_model_info(m);
+	if (in->nfeat != IPK_FEAT_COUNT)
+		return ipk_err_set(err, IPK_EXIT_DATAERR, "use model '%s': it has %d features, this build computes %d",
+				   ipk_model_id(m), in->nfeat, IPK_FEAT_COUNT);
+	for (int i = 0; i < IPK_FEAT_COUNT; i++)
+		if (strcmp(in->feat[i], ipk_feat_name(i)))
+			return ipk_err_set(err, IPK_EXIT_DATAERR,
+					   "use model '%s': feature %d is '%s', this build computes '%s' there",
+					   ipk_model_id(m), i + 1, in->feat[i], ipk_feat_name(i));
+	return 0;
+}
+
+int ipk_eval_model(const struct ipk_model *m, const struct ipk_dataset *d, double early_idle,
+		   struct ipk_train_report *rep, struct ipk_err *err)
+{
+	memset(rep, 0, sizeof(*rep));
+	if (ipk_model_check_features(m, err) < 0)
+		return -1;
+	const struct ipk_model_info *in = ipk_model_info(m);
+	struct ipk_lstm *net = ipk_model_net(m);
+	const int F = IPK_FEAT_COUNT, nwin = in->nwin;
+	long n = 0;
+	for (int i = 0; i < d->n; i++)
+		n += d->s[i].n;
+	char users[256][64];
+	int nu = ipk_dataset_users(d, users, 256);
+	for (int u = 0; u < nu && u < 256; u++) {
+		size_t l = strlen(rep->val_users);
+		snprintf(rep->val_users + l, sizeof(rep->val_users) - l, "%s%s", l ? "," : "", users[u]);
+	}
+	rep->val_steps = n;
+	double *pred = malloc(sizeof(double) * (n ? n : 1) * nwin), *score = malloc(sizeof(double) * (n ? n : 1));
+	float *y = malloc(sizeof(float) * (n ? n : 1) * nwin), *ye = malloc(sizeof(float) * (n ? n : 1) * nwin);
+	struct ipk_lstm_state *st = ipk_lstm_state_new(net);
+	int rc = -1;
+	if (!pred || !score || !y || !ye || !st) {
+		ipk_err_set(err, IPK_EXIT_OSERR, "evaluate model '%s': out of memory", ipk_model_id(m));
+		goto out;
+	}
+	long k = 0;
+	float x[IPK_FEAT_COUNT], p[IPK_LSTM_MAX_OUT];
+	for (int i = 0; i < d->n; i++) {
+		const struct ipk_series *s = &d->s[i];
+		ipk_lstm_state_reset(net, st);
+		ipk_label_windows(s->ts, s->events, s->n, in->window, nwin, y + k * nwin);
+		for (long t = 0; t < s->n; t++, k++) {
+			ipk_norm_apply(in->mean, in->scale, F, s->raw + t * F, x);
+			ipk_lstm_step(net, &st, 1, x, p);
+			for (int j = 0; j < nwin; j++) {
+				pred[k * nwin + j] = p[j];
+				ye[k * nwin + j] = s->idle[t] <= early_idle ? y[k * nwin + j] : -1.0f;
+			}
+			score[k] = s->idle[t];
+		}
+	}
+	/* score[] holds idle times until the timer rows are done */
+	double *idle = malloc(sizeof(double) * (n ? n : 1));
+	if (!idle) {
+		ipk_err_set(err, IPK_EXIT_OSERR, "evaluate model '%s': out of memory", ipk_model_id(m));
+		goto out;
+	}
+	memcpy(idle, score, sizeof(double) * n);
+	for (int j = 0; j < nwin; j++) {
+		for (int pr = 0; pr < 2; pr++) {
+			for (long q = 0; q < n; q++)
+				score[q] = pr ? idle[q] : pred[q * nwin + j];
+			for (int sub = 0; sub < 2; sub++) {
+				struct ipk_metrics mm;
+				if (ipk_metrics_compute(score, (sub ? ye : y) + j, nwin, n, !pr, &mm, err) < 0 ||
+				    add_row(rep, pr ? "idle-timer" : "lstm", in->window[j], sub ? "early" : "all", &mm) < 0) {
+					if (!err || !err->code)
+						ipk_err_set(err, IPK_EXIT_OSERR, "evaluate model: out of memory");
+					free(idle);
+					goto out;
+				}
+			}
+		}
+	}
+	free(idle);
+	rc = 0;
+out:
+	if (rc < 0)
+		ipk_train_report_free(rep);
+	ipk_lstm_state_free(st);
+	free(pred);
+	free(score);
+	free(y);
+	free(ye);
+	return rc;
+}
+
+void ipk_train_report_table(FILE *f, const struct ipk_train_report *r)
+{
+	if (r->train_users[0])
+		fprintf(f, "validation users %s (%ld steps); trained on %s (%ld steps); best epoch %d\n", r->val_users,
+			r->val_steps, r->train_users, r->train_steps, r->best_epoch);
+	else
+		fprintf(f, "users %s (%ld steps)\n", r->val_users, r->val_steps);
+	fprintf(f, "%-18s %6s %6s %9s %6s %8s %8s %8s %8s\n", "predictor", "window", "steps", "n", "base", "roc_auc",
+		"pr_auc", "brier", "rec@p90");
+	for (int i = 0; i < r->nrows; i++) {
+		const struct ipk_eval_row *e = &r->rows[i];
+		char brier[16];
+		if (isnan(e->m.brier))
+			snprintf(brier, sizeof(brier), "-");
+		else
+			snprintf(brier, sizeof(brier), "%.4f", e->m.brier);
+		fprintf(f, "%-18s %6g %6s %9ld %6.3f %8.4f %8.4f %8s %8.4f\n", e->predictor, e->window, e->subset, e->m.n,
+			e->m.base_rate, e->m.roc_auc, e->m.pr_auc, brier, e->m.recall_p90);
+	}
+}
+
+static int add_num(cJSON *o, const char *k, double v)
+{
+	return isfinite(v) ? cJSON_AddNumberToObject(o, k, v) != NULL : cJSON_AddNullToObject(o, k) != NULL;
+}
+
+int ipk_train_report_records(struct ipk_writer *w, const struct ipk_train_report *r, const char *model_id,
+			 struct ipk_err *err)
+{
+	double now = ipk_now();
+	for (int i = 0; i < r->nrows; i++) {
+		const struct ipk_eval_row *e = &r->rows[i];
+		cJSON *o = ipk_record_new("eval", now);
+		int ok = o && cJSON_AddStringToObject(o, "model", model_id) &&
+			 cJSON_AddStringToObject(o, "predictor", e->predictor) && add_num(o, "window", e->window) &&
+			 cJSON_AddStringToObject(o, "steps", e->subset) && add_num(o, "n", (double)e->m.n) &&
+			 add_num(o, "base_rate", e->m.base_rate) && add_num(o, "roc_auc", e->m.roc_auc) &&
+			 add_num(o, "pr_auc", e->m.pr_auc) && add_num(o, "brier", e->m.brier) &&
+			 add_num(o, "recall_at_p90", e->m.recall_p90) &&
+			 cJSON_AddStringToObject(o, "users", r->val_users);
+		if (!ok) {
+			cJSON_Delete(o);
+			return ipk_err_set(err, IPK_EXIT_OSERR, "write eval records: out of memory");
+		}
+		int rc = ipk_write(w, o, err);
+		cJSON_Delete(o);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+

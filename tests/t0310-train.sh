@@ -1,0 +1,78 @@
+#!/bin/bash
+# ip-train: trains from sample records split by user, writes a model that
+# ip-predict reads, is deterministic for a seed whatever the thread count,
+# reports the model and the baselines, refuses bad splits and options.
+. "$(dirname "$0")/lib.sh"
+need_cmd ip-train ip-predict python3
+
+# Synthetic sessions: bursts of input separated by idle gaps of mixed
+# lengths; users u3 and u4 also report cpu (masks are exercised).
+gen() { # gen SEED USERS SESSIONS SECONDS
+	awk -v seed="$1" -v users="$2" -v sess="$3" -v secs="$4" 'BEGIN {
+		srand(seed)
+		for (u = 1; u <= users; u++) for (s = 1; s <= sess; s++) {
+			t = 0; active = 1; left = 5
+			for (i = 1; i <= secs; i++) {
+				if (left <= 0) {
+					active = !active
+					if (active) left = 1 + int(rand() * 25)
+					else { r = rand(); left = r < 0.6 ? 1 + int(rand() * 5) : r < 0.9 ? 5 + int(rand() * 35) : 40 + int(rand() * 160) }
+				}
+				ev = active ? 1 + int(rand() * 30) : 0
+				line = sprintf("{\"type\":\"sample\",\"v\":1,\"ts\":%d,\"session\":\"u%d/s%d\",\"interval\":1,\"user\":\"u%d\",\"events\":%d,\"mouse_px\":%d,\"clicks\":%d", 1000 + i, u, s, u, ev, ev * 7, ev > 20)
+				if (u > 2) line = line sprintf(",\"cpu\":%.2f", active ? 0.5 : 0.05)
+				print line "}"
+				left--
+			}
+		}
+	}'
+}
+gen 7 4 2 900 >"$TMP/s.jsonl"
+
+check "train a small model" ip-train -o "$TMP/m1" --epochs 2 --hidden 8 --seed 5 "$TMP/s.jsonl"
+check "train again, one thread" ip-train -o "$TMP/m2" --epochs 2 --hidden 8 --seed 5 --threads 1 "$TMP/s.jsonl"
+check "deterministic for a seed, whatever the threads" cmp "$TMP/m1" "$TMP/m2"
+ip-train -o "$TMP/m3" --epochs 2 --hidden 8 --seed 6 "$TMP/s.jsonl" 2>/dev/null
+if cmp -s "$TMP/m1" "$TMP/m3"; then fail "another seed, another model" "identical files"; else ok "another seed, another model"; fi
+check_grep "model file has its magic" '^IPKMODEL' <(head -c 8 "$TMP/m1"; echo)
+check "standard input works" ip-train -o "$TMP/m4" --epochs 1 --hidden 4 < "$TMP/s.jsonl"
+
+ip-train -o "$TMP/m5" --epochs 5 --hidden 8 --batch 4 --bptt 32 --lr 0.01 --seed 5 --val-users u2,u4 --eval "$TMP/s.jsonl" >"$TMP/eval" 2>"$TMP/err"
+check_eq "eval: one record per predictor, window and subset" 24 "$(grep -c '"type":"eval"' "$TMP/eval")"
+python3 - "$TMP/eval" >"$TMP/ev.out" 2>&1 <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+preds = sorted({r["predictor"] for r in rows})
+assert preds == ["hybrid-histogram", "idle-timer", "logistic", "lstm"], preds
+assert sorted({r["window"] for r in rows}) == [5, 10, 30]
+assert all(r["users"] == "u2,u4" for r in rows)
+timer = [r for r in rows if r["predictor"] == "idle-timer"]
+assert all(r["brier"] is None for r in timer), "timer has no brier"
+lstm = {(r["window"], r["steps"]): r for r in rows if r["predictor"] == "lstm"}
+tim = {(r["window"], r["steps"]): r for r in timer}
+for w in (5, 10, 30):
+    a = lstm[(w, "all")]
+    assert 0 < a["base_rate"] < 1 and a["n"] > 1000
+    assert a["n"] == tim[(w, "all")]["n"], "same steps for every predictor"
+    assert a["roc_auc"] > 0.8 and a["roc_auc"] > tim[(w, "all")]["roc_auc"] - 0.03, ("lstm roc_auc", w, a["roc_auc"])
+    assert 0 <= a["brier"] < 0.25
+    assert lstm[(w, "early")]["n"] < a["n"]
+print("ok")
+PY
+check_eq "eval: records complete, the model near or above the timer" ok "$(tail -1 "$TMP/ev.out")"
+ip-train -o "$TMP/m6" --epochs 1 --hidden 4 --table "$TMP/s.jsonl" >"$TMP/table" 2>/dev/null
+check_grep "table has a header" '^predictor +window +steps' "$TMP/table"
+check_grep "table has the hybrid histogram" '^hybrid-histogram +30 +early' "$TMP/table"
+
+check "predict reads the trained model" ip-predict -m "$TMP/m1" "$TMP/s.jsonl"
+
+check_exit "no -o: usage" 64 ip-train "$TMP/s.jsonl"
+check_exit "unknown validation user" 64 ip-train -o "$TMP/x" --val-users u9 "$TMP/s.jsonl"
+check_grep "unknown validation user named" "'u9'" "$TMP/.err"
+check_exit "all users for validation" 64 ip-train -o "$TMP/x" --val-users u1,u2,u3,u4 "$TMP/s.jsonl"
+grep '"user":"u1"' "$TMP/s.jsonl" >"$TMP/one.jsonl"
+check_exit "one user cannot be split" 65 ip-train -o "$TMP/x" "$TMP/one.jsonl"
+check_exit "windows must ascend" 64 ip-train -o "$TMP/x" --windows 10,5 "$TMP/s.jsonl"
+check_exit "missing input" 66 ip-train -o "$TMP/x" "$TMP/nonexistent"
+check_exit "unwritable output" 73 ip-train -o "$TMP/no/such/dir/m" --epochs 1 --hidden 4 "$TMP/s.jsonl"
+[ ! -e "$TMP/x" ] && ok "no model left behind by failures" || fail "no model left behind by failures"

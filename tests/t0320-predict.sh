@@ -1,0 +1,115 @@
+#!/bin/bash
+# ip-predict: one prediction per sample with the required fields, idle time
+# from events, other records passed through, sessions coming and going,
+# refusal of corrupt/truncated/foreign models, --eval, and a real replayed
+# trace through ip-collect when the shared data set is there.
+. "$(dirname "$0")/lib.sh"
+need_cmd ip-train ip-predict python3
+
+gen() { # gen SEED USERS SESSIONS SECONDS (as in t0310-train.sh)
+	awk -v seed="$1" -v users="$2" -v sess="$3" -v secs="$4" 'BEGIN {
+		srand(seed)
+		for (u = 1; u <= users; u++) for (s = 1; s <= sess; s++) {
+			active = 1; left = 5
+			for (i = 1; i <= secs; i++) {
+				if (left <= 0) {
+					active = !active
+					if (active) left = 1 + int(rand() * 25)
+					else { r = rand(); left = r < 0.6 ? 1 + int(rand() * 5) : r < 0.9 ? 5 + int(rand() * 35) : 40 + int(rand() * 160) }
+				}
+				ev = active ? 1 + int(rand() * 30) : 0
+				printf "{\"type\":\"sample\",\"v\":1,\"ts\":%d,\"session\":\"u%d/s%d\",\"interval\":1,\"user\":\"u%d\",\"events\":%d}\n", 1000 + i, u, s, u, ev
+				left--
+			}
+		}
+	}'
+}
+gen 3 3 2 400 >"$TMP/s.jsonl"
+check "train a small model" ip-train -o "$TMP/m" --epochs 2 --hidden 8 --batch 4 --bptt 32 "$TMP/s.jsonl"
+
+# one prediction per sample, other records passed through unchanged
+note='{"type":"note","v":1,"ts":5,"text":"keep me","n":[1,2]}'
+{ echo "$note"; cat "$TMP/s.jsonl"; } >"$TMP/in.jsonl"
+check "predict" ip-predict -m "$TMP/m" "$TMP/in.jsonl"
+cp "$TMP/.out" "$TMP/pred"
+check_eq "one prediction per sample" "$(wc -l <"$TMP/s.jsonl")" "$(grep -c '"type":"prediction"' "$TMP/pred")"
+check_eq "other records passed through unchanged" "$note" "$(head -1 "$TMP/pred")"
+python3 - "$TMP/pred" >"$TMP/chk" 2>&1 <<'PY'
+import json, sys
+n = 0
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["type"] != "prediction":
+        continue
+    n += 1
+    assert set(r["p"]) == {"5", "10", "30"}, r["p"]
+    assert all(0 <= v <= 1 for v in r["p"].values())
+    assert r["window"] == 5 and 0 <= r["threshold"] <= 1
+    assert r["decision"] == ("above" if r["p"]["5"] >= r["threshold"] else "below"), r
+    assert r["model"].startswith("lstm-h8-l1-") and r["user"] and r["session"] and r["idle_s"] >= 0
+print("ok", n)
+PY
+check_grep "predictions carry p per window, idle_s, threshold, decision, model" '^ok [0-9]+' "$TMP/chk"
+ip-predict -m "$TMP/m" "$TMP/in.jsonl" >"$TMP/pred2" 2>/dev/null
+check "same input, same predictions" cmp "$TMP/pred" "$TMP/pred2"
+check "standard input" ip-predict -m "$TMP/m" <"$TMP/in.jsonl"
+check_eq "standard input gives the same" "$(md5sum <"$TMP/pred")" "$(md5sum <"$TMP/.out")"
+
+# idle time from the events (input_age_s is not trusted), sessions expiring
+s() { printf '{"type":"sample","v":1,"ts":%s,"session":"%s","interval":1,"events":%s,"input_age_s":%s}\n' "$@"; }
+{
+	s 1 a 3 0.1; s 2 a 1 50; s 3 a 0 0.2; s 4 a 0 0.2; s 5 a 0 9
+	s 100 a 0 1
+} >"$TMP/idle.jsonl"
+ip-predict -m "$TMP/m" "$TMP/idle.jsonl" >"$TMP/o" 2>"$TMP/e"
+check_eq "idle_s counted from events" "0 0 1 2 3 98" "$(python3 -c 'import json,sys; print(" ".join("%g" % json.loads(l)["idle_s"] for l in open(sys.argv[1])))' "$TMP/o")"
+ip-predict -m "$TMP/m" --expire 10 "$TMP/idle.jsonl" >"$TMP/o" 2>"$TMP/e"
+check_eq "a session silent past --expire starts afresh" "0 0 1 2 3 1" "$(python3 -c 'import json,sys; print(" ".join("%g" % json.loads(l)["idle_s"] for l in open(sys.argv[1])))' "$TMP/o")"
+{ s 1 b 1 0; s 1 b 1 0; } >"$TMP/dup.jsonl"
+ip-predict -m "$TMP/m" "$TMP/dup.jsonl" >"$TMP/o" 2>"$TMP/e"
+check_eq "a repeated interval is skipped" 1 "$(wc -l <"$TMP/o")"
+check_grep "and said so" "not after its previous one" "$TMP/e"
+ip-predict -m "$TMP/m" --threshold 0 "$TMP/idle.jsonl" >"$TMP/o"
+check_eq "--threshold 0: always above" 6 "$(grep -c '"decision":"above"' "$TMP/o")"
+ip-predict -m "$TMP/m" --window 30 --threshold 1 "$TMP/idle.jsonl" >"$TMP/o"
+check_eq "--window 30 --threshold 1: decided on window 30" 6 "$(grep -c '"window":30,"threshold":1,"decision":"below"' "$TMP/o")"
+
+# models refused
+len=$(stat -c %s "$TMP/m")
+cp "$TMP/m" "$TMP/flip"
+printf '\x55' | dd of="$TMP/flip" bs=1 seek=$((len / 2)) conv=notrunc status=none
+check_exit "corrupt model refused" 65 ip-predict -m "$TMP/flip" "$TMP/s.jsonl"
+check_grep "corrupt: file named, checksum mismatch" "flip': checksum mismatch" "$TMP/.err"
+head -c $((len - 100)) "$TMP/m" >"$TMP/short"
+check_exit "truncated model refused" 65 ip-predict -m "$TMP/short" "$TMP/s.jsonl"
+check_grep "truncated: said so" "short': truncated" "$TMP/.err"
+echo "not a model" >"$TMP/text"
+check_exit "not a model refused" 65 ip-predict -m "$TMP/text" "$TMP/s.jsonl"
+check_grep "not a model: said so" "bad magic" "$TMP/.err"
+check_exit "missing model" 66 ip-predict -m "$TMP/none" "$TMP/s.jsonl"
+check_exit "no model given" 64 ip-predict "$TMP/s.jsonl"
+check_exit "decision window the model lacks" 64 ip-predict -m "$TMP/m" --window 7 "$TMP/s.jsonl"
+check_exit "--table without --eval" 64 ip-predict -m "$TMP/m" --table "$TMP/s.jsonl"
+echo '{"type":"sample","v":1,"ts":1,"session":"x","interval":1,"events":"many"}' >"$TMP/bad.jsonl"
+check_exit "bad sample with --strict" 65 ip-predict -m "$TMP/m" --strict "$TMP/bad.jsonl"
+check_exit "bad sample skipped without" 0 ip-predict -m "$TMP/m" "$TMP/bad.jsonl"
+
+# evaluation
+ip-predict -m "$TMP/m" --eval "$TMP/s.jsonl" >"$TMP/ev" 2>"$TMP/e"
+check_eq "eval: model and timer, 3 windows, all and early steps" 12 "$(grep -c '"type":"eval"' "$TMP/ev")"
+check_grep "eval names the users" '"users":"u1,u2,u3"' "$TMP/ev"
+ip-predict -m "$TMP/m" --eval --table "$TMP/s.jsonl" >"$TMP/tab" 2>"$TMP/e"
+check_grep "eval table" '^idle-timer +30 +early' "$TMP/tab"
+
+# a real trace, replayed: one prediction per sample
+data=$IPKIT_TOP/../shared/data/balabit-mouse
+if [ -d "$data/user7" ] && command -v ip-collect >/dev/null; then
+	f=$(ls "$data/user7" | head -1)
+	ip-collect --replay "$data/user7/$f" --speed 0 >"$TMP/real.jsonl" 2>"$TMP/e"
+	ip-predict -m "$TMP/m" "$TMP/real.jsonl" >"$TMP/realp" 2>"$TMP/e"
+	n=$(grep -c '"type":"sample"' "$TMP/real.jsonl")
+	if [ "$n" -gt 100 ]; then ok "replayed trace has samples"; else fail "replayed trace has samples" "$n"; fi
+	check_eq "replayed trace: one prediction per second of the trace" "$n" "$(grep -c '"type":"prediction"' "$TMP/realp")"
+else
+	skip "replayed trace: one prediction per second of the trace" "needs ../shared/data/balabit-mouse and ip-collect"
+fi

@@ -1,0 +1,209 @@
+/* ip-train - train the idle-prediction LSTM from sample records. */
+#define _GNU_SOURCE
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "dataset.h"
+#include "record.h"
+#include "train.h"
+
+enum {
+	OPT_HIDDEN = 256, OPT_LAYERS, OPT_EPOCHS, OPT_WINDOWS, OPT_BATCH, OPT_BPTT, OPT_LR, OPT_CLIP, OPT_SEED,
+	OPT_THREADS, OPT_VAL_USERS, OPT_EVAL, OPT_TABLE, OPT_NO_BASELINES,
+};
+
+static const struct ipk_opt opts[] = {
+	{ "output", required_argument, 'o', "FILE", "write the model to FILE (required)" },
+	{ "hidden", required_argument, OPT_HIDDEN, "N", "LSTM hidden size (default 32)" },
+	{ "layers", required_argument, OPT_LAYERS, "N", "LSTM layers (default 1)" },
+	{ "epochs", required_argument, OPT_EPOCHS, "N", "training epochs; the best on validation is kept (default 8)" },
+	{ "windows", required_argument, OPT_WINDOWS, "LIST", "prediction windows in seconds, ascending (default 5,10,30)" },
+	{ "batch", required_argument, OPT_BATCH, "N", "sequences trained side by side per update (default 32)" },
+	{ "bptt", required_argument, OPT_BPTT, "STEPS", "truncated back-propagation length (default 64)" },
+	{ "lr", required_argument, OPT_LR, "RATE", "Adam learning rate (default 0.002)" },
+	{ "clip", required_argument, OPT_CLIP, "NORM", "clip the gradient's norm to NORM, 0 for no clipping (default 1)" },
+	{ "seed", required_argument, OPT_SEED, "N", "seed of weights, order and user split (default 1)" },
+	{ "threads", required_argument, OPT_THREADS, "N", "training threads, 0 for one per CPU up to 2 (default 0)" },
+	{ "val-users", required_argument, OPT_VAL_USERS, "LIST", "validation users, comma-separated (default: a seeded quarter)" },
+	{ "eval", no_argument, OPT_EVAL, NULL, "write eval records for the model and the baselines on the validation users" },
+	{ "table", no_argument, OPT_TABLE, NULL, "write the evaluation as a readable table instead of records" },
+	{ "no-baselines", no_argument, OPT_NO_BASELINES, NULL, "evaluate the model only" },
+	{ NULL, 0, 0, NULL, NULL },
+};
+
+static const struct ipk_prog prog = {
+	.name = "ip-train",
+	.synopsis = "[OPTION]... -o MODEL [FILE]...",
+	.summary = "Train the idle-prediction LSTM from sample records (files or standard input), split by user.",
+	.opts = opts,
+};
+
+static void progress(void *arg, int epoch, double loss, double vs, double secs)
+{
+	ipk_info(arg, "epoch %d: training loss %.5f, validation mean PR-AUC %.4f, %.1f s", epoch, loss, vs, secs);
+}
+
+static int parse_windows(struct ipk_cli *cli, const char *a, struct ipk_train_opts *o)
+{
+	char buf[256];
+	snprintf(buf, sizeof(buf), "%s", a);
+	int n = 0;
+	for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		char *end;
+		double v = strtod(t, &end);
+		if (*end || !(v > 0) || v > 86400 || n == IPK_LSTM_MAX_OUT || (n && !(v > o->window[n - 1])))
+			return ipk_cli_usage_error(cli, "invalid --windows '%s' (ascending seconds, at most %d)", a,
+						   IPK_LSTM_MAX_OUT), -1;
+		o->window[n++] = v;
+	}
+	if (!n)
+		return ipk_cli_usage_error(cli, "invalid --windows '%s'", a), -1;
+	o->nwin = n;
+	return 0;
+}
+
+static int cmd_train(int argc, char **argv)
+{
+	struct ipk_cli cli;
+	struct ipk_train_opts o;
+	ipk_train_defaults(&o);
+	const char *out = NULL;
+	int do_eval = 0, table = 0, status = IPK_EXIT_OK;
+	struct ipk_err err = { 0 };
+	struct ipk_dataset *d = NULL;
+	struct ipk_model *m = NULL;
+	struct ipk_train_report rep = { 0 };
+	struct ipk_writer w;
+
+	if (ipk_cli_init(&cli, &prog, argc, argv) < 0) {
+		status = ipk_fail(&cli, &cli.err);
+		goto done;
+	}
+	int c;
+	long lv;
+	while ((c = ipk_cli_next(&cli)) >= 0) {
+		const char *a = cli.optarg;
+		int bad = 0;
+		switch (c) {
+		case 'o':
+			out = a;
+			break;
+		case OPT_HIDDEN:
+			bad = ipk_parse_long(&cli, "hidden", a, 1, IPK_LSTM_MAX_HIDDEN, &lv);
+			o.hidden = (int)lv;
+			break;
+		case OPT_LAYERS:
+			bad = ipk_parse_long(&cli, "layers", a, 1, IPK_LSTM_MAX_LAYERS, &lv);
+			o.layers = (int)lv;
+			break;
+		case OPT_EPOCHS:
+			bad = ipk_parse_long(&cli, "epochs", a, 0, 100000, &lv);
+			o.epochs = (int)lv;
+			break;
+		case OPT_WINDOWS:
+			bad = parse_windows(&cli, a, &o);
+			break;
+		case OPT_BATCH:
+			bad = ipk_parse_long(&cli, "batch", a, 1, 4096, &lv);
+			o.lstm.batch = (int)lv;
+			break;
+		case OPT_BPTT:
+			bad = ipk_parse_long(&cli, "bptt", a, 1, 100000, &lv);
+			o.lstm.bptt = (int)lv;
+			break;
+		case OPT_LR:
+			bad = ipk_parse_double(&cli, "lr", a, 1e-9, 10, &o.lstm.lr);
+			break;
+		case OPT_CLIP:
+			bad = ipk_parse_double(&cli, "clip", a, 0, 1e9, &o.lstm.clip);
+			break;
+		case OPT_SEED:
+			bad = ipk_parse_long(&cli, "seed", a, 0, 0x7fffffffffffffffL, &lv);
+			o.seed = (uint64_t)lv;
+			break;
+		case OPT_THREADS:
+			bad = ipk_parse_long(&cli, "threads", a, 0, 256, &lv);
+			o.lstm.threads = (int)lv;
+			break;
+		case OPT_VAL_USERS:
+			o.val_users = a;
+			break;
+		case OPT_EVAL:
+			do_eval = 1;
+			break;
+		case OPT_TABLE:
+			do_eval = table = 1;
+			break;
+		case OPT_NO_BASELINES:
+			o.baselines = 0;
+			break;
+		}
+		if (bad) {
+			status = cli.status ? cli.status : IPK_EXIT_USAGE;
+			goto done;
+		}
+	}
+	if (c == IPK_CLI_EXIT) {
+		status = cli.status;
+		goto done;
+	}
+	if (!out) {
+		status = (ipk_cli_usage_error(&cli, "no output: give -o MODEL"), IPK_EXIT_USAGE);
+		goto done;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	ipk_writer_init(&w, stdout);
+	if (!(d = ipk_dataset_new())) {
+		ipk_err_set(&err, IPK_EXIT_OSERR, "gather samples: out of memory");
+		goto fail;
+	}
+	long bad = 0;
+	if (cli.optind == argc) {
+		if (ipk_dataset_read(d, "-", &bad, &err) < 0)
+			goto fail;
+	}
+	for (int i = cli.optind; i < argc; i++)
+		if (ipk_dataset_read(d, argv[i], &bad, &err) < 0)
+			goto fail;
+	if (bad && cli.strict) {
+		ipk_err_set(&err, IPK_EXIT_DATAERR, "read samples: %ld bad sample line(s)", bad);
+		goto fail;
+	}
+	if (bad)
+		ipk_warn(&cli, "skipped %ld bad sample line(s)", bad);
+	if (d->out_of_order)
+		ipk_warn(&cli, "skipped %ld sample(s) not after their session's previous one", d->out_of_order);
+	ipk_info(&cli, "%ld samples of %d sessions", d->samples, d->n);
+	if (!(m = ipk_train_run(&o, d, progress, &cli, &rep, &err)))
+		goto fail;
+	ipk_info(&cli, "validation users %s, training users %s, best epoch %d, %.1f s per epoch", rep.val_users,
+		 rep.train_users, rep.best_epoch, rep.epoch_seconds);
+	if (ipk_model_save(m, out, &err) < 0)
+		goto fail;
+	if (do_eval) {
+		if (table)
+			ipk_train_report_table(stdout, &rep);
+		else if (ipk_train_report_records(&w, &rep, ipk_model_id(m), &err) < 0 && !ipk_writer_closed(&w))
+			goto fail;
+	}
+	if (!ipk_writer_closed(&w) && ipk_writer_finish(&w, &err) < 0 && !ipk_writer_closed(&w))
+		goto fail;
+	goto done;
+fail:
+	status = ipk_fail(&cli, &err);
+done:
+	ipk_train_report_free(&rep);
+	ipk_model_free(m);
+	ipk_dataset_free(d);
+	ipk_cli_free(&cli);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	return cmd_train(argc, argv);
+}
