@@ -41,7 +41,7 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev \
 	libvirt-dev libcjson-dev liblz4-dev libcurl4-openssl-dev libxxhash-dev libreadline-dev \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils \
 	busybox-static linux-image-amd64 cpio gzip iproute2 procps psmisc kmod \
-	python3 gawk curl socat man-db groff-base
+	python3 python3-torch gawk mawk curl socat man-db groff-base
 
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
