@@ -12,6 +12,7 @@ MANPREFIX  ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DATADIR    ?= $(PREFIX)/share/ipkit
 DESTDIR    ?=
 
 VERSION := $(shell sed -n 's/^\#define IPK_VERSION "\(.*\)"/\1/p' lib/ipk.h)
@@ -41,7 +42,8 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev \
 	libvirt-dev libcjson-dev liblz4-dev libcurl4-openssl-dev libxxhash-dev libreadline-dev \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils \
 	busybox-static linux-image-amd64 cpio gzip iproute2 procps psmisc kmod \
-	python3 python3-torch gawk mawk curl socat man-db groff-base
+	python3 python3-torch gawk mawk curl socat man-db groff-base \
+	haproxy caddy openssl
 
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
@@ -77,6 +79,7 @@ help:
 	@echo "make bench      benchmarks against peer tools (prints ratios)"
 	@echo "make guest      build the lab's test guest (kernel + initramfs)"
 	@echo "make completions regenerate completions/ from the programs' --help"
+	@echo "make model      retrain models/default.ipkm from ../shared/data (seeded, reproducible)"
 	@echo "make install    install (PREFIX=$(PREFIX) DESTDIR=$(DESTDIR))"
 	@echo "make clean      remove $(B)"
 	@echo "V=1             show the commands"
@@ -163,6 +166,12 @@ bench: deps
 completions: $(BINS)
 	$(Q)completions/generate $(B)/bin $(TOOLS)
 
+# The default model of ip-predict, from the shared Balabit data (skipped,
+# with a message, when the data set is absent).
+MODEL_DATA ?= ../shared/data/balabit-mouse
+model: $(B)/bin/ip-collect $(B)/bin/ip-train
+	$(Q)IPKIT_BIN=$(B)/bin MODEL_DATA=$(MODEL_DATA) models/make-model.sh
+
 $(B)/ipkit.pc: Makefile
 	@mkdir -p $(@D)
 	$(Q)printf 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: ipkit\nDescription: ipkit idle prediction and session migration library\nVersion: %s\nRequires: %s\nLibs: -L$${libdir} -lipkit -lm -lpthread -ldl\nCflags: -I$${includedir}\n' \
@@ -179,11 +188,15 @@ install: all $(B)/libipkit.a $(B)/ipkit.pc
 	for m in man/*.[157]; do install -m 644 $$m $(DESTDIR)$(MANPREFIX)/man$${m##*.}/; done
 	for t in $(TOOLS); do install -m 644 completions/bash/$$t $(DESTDIR)$(BASHCOMPDIR)/$$t; \
 		install -m 644 completions/zsh/_$$t $(DESTDIR)$(ZSHCOMPDIR)/_$$t; done
+	install -d $(DESTDIR)$(DATADIR)
+	install -m 644 models/default.ipkm $(DESTDIR)$(DATADIR)/
 
 uninstall:
 	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t $(DESTDIR)$(BASHCOMPDIR)/$$t $(DESTDIR)$(ZSHCOMPDIR)/_$$t; done
 	for m in man/*.[157]; do rm -f $(DESTDIR)$(MANPREFIX)/man$${m##*.}/$${m##*/}; done
 	rm -rf $(DESTDIR)$(LIBDIR)/libipkit.a $(DESTDIR)$(INCLUDEDIR)/ipkit $(DESTDIR)$(PKGCONFIGDIR)/ipkit.pc
+	rm -f $(DESTDIR)$(DATADIR)/default.ipkm
+	-rmdir $(DESTDIR)$(DATADIR) 2>/dev/null
 
 clean:
 	rm -rf $(B)
