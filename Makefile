@@ -43,7 +43,7 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils \
 	busybox-static linux-image-amd64 cpio gzip iproute2 procps psmisc kmod \
 	python3 python3-torch gawk mawk curl socat man-db groff-base \
-	haproxy caddy openssl
+	haproxy caddy openssl xdelta3 zstd
 
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
@@ -143,8 +143,10 @@ $(F)/%: tests/fuzz/%.c $(LIB_SRC) $(HDRS)
 
 # Build the fuzzers and run each for FUZZ_TIME seconds on its corpus.
 fuzz: $(FUZZERS)
+	$(Q)tests/fuzz/make-seeds.sh $(F) >/dev/null
 	$(Q)for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p $(F)/corpus-$$n; \
-		$$f -max_total_time=$(FUZZ_TIME) -timeout=10 $(F)/corpus-$$n tests/fuzz/corpus/$$n || exit 1; done
+		c=; [ -d tests/fuzz/corpus/$$n ] && c=tests/fuzz/corpus/$$n; \
+		$$f -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=1024 $(F)/corpus-$$n $$c || exit 1; done
 
 -include examples/guest/guest.mk
 

@@ -5,6 +5,8 @@
 . "$(dirname "$0")/lib.sh"
 need_cmd clang make
 secs=${IPKIT_FUZZ_TIME:-20}
+# Seeds that are generated rather than committed (binary images and deltas).
+"$IPKIT_TOP/tests/fuzz/make-seeds.sh" "$TMP/seeds" >/dev/null 2>&1 || fail "fuzz seeds generated" "make-seeds.sh failed"
 for src in "$IPKIT_TOP"/tests/fuzz/fuzz-*.c; do
 	[ -f "$src" ] || skip_all "no fuzz targets"
 	n=$(basename "$src" .c)
@@ -17,17 +19,17 @@ for src in "$IPKIT_TOP"/tests/fuzz/fuzz-*.c; do
 		continue
 	fi
 	f=$IPKIT_TOP/build/fuzz/$n
-	corpus=$IPKIT_TOP/tests/fuzz/corpus/$n
-	[ -d "$corpus" ] || corpus=
-	if [ -d "$corpus" ]; then
-		if (cd "$TMP" && "$f" -runs=0 "$corpus") >"$TMP/$n.replay" 2>&1; then
+	corpora=()
+	for c in "$IPKIT_TOP/tests/fuzz/corpus/$n" "$TMP/seeds/corpus-$n"; do [ -d "$c" ] && corpora+=("$c"); done
+	if [ ${#corpora[@]} -gt 0 ]; then
+		if (cd "$TMP" && "$f" -runs=0 "${corpora[@]}") >"$TMP/$n.replay" 2>&1; then
 			ok "$n replays its corpus"
 		else
 			fail "$n replays its corpus" "$(grep -m1 -E 'ERROR|runtime error' "$TMP/$n.replay")"
 		fi
 	fi
 	mkdir -p "$TMP/work-$n"
-	if (cd "$TMP" && "$f" -max_total_time="$secs" -timeout=10 -rss_limit_mb=1024 "$TMP/work-$n" ${corpus:+"$corpus"}) >"$TMP/$n.log" 2>&1; then
+	if (cd "$TMP" && "$f" -max_total_time="$secs" -timeout=10 -rss_limit_mb=1024 "$TMP/work-$n" "${corpora[@]}") >"$TMP/$n.log" 2>&1; then
 		ok "$n: $(grep -oE 'Done [0-9]+ runs' "$TMP/$n.log" | head -1) in ${secs}s without a finding"
 	else
 		dest=${IPKIT_TEST_LOG:-$IPKIT_TOP/build/test-logs}

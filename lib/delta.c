@@ -1,0 +1,905 @@
+/* delta.c - encode memory images against a base and apply the result (see
+ * delta.h; the byte format is in image.h and ipkit-image(5)). */
+#define _GNU_SOURCE
+#include "delta.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <lz4.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "image.h"
+#include "outfile.h"
+#include "qemusave.h"
+
+#define BATCH_ITEMS 256
+#define BATCH_BYTES (1u << 20)
+#define WINDOW_BATCHES 32
+#define OPAQUE_DEC_MAX IPK_MI_OPAQUE_MAX
+
+static const uint8_t zero_page[IPK_PAGE_SIZE];
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* ---------------------------------------------------------------- encode */
+
+struct batch {
+	size_t i0, i1;   /* items [i0, i1) */
+	size_t cap, len; /* output buffer */
+	uint8_t *buf;
+	struct ipk_delta_stats st;
+	int failed;
+};
+
+struct worker {
+	LZ4_stream_t *lz4;       /* LZ4 state, reused for every block */
+	uint8_t *xbuf, *c1, *c2; /* XOR input and two compressed candidates */
+	uint8_t scratch[2][IPK_PAGE_SIZE];
+	struct encoder *enc;
+	double cpu;    /* thread CPU seconds spent encoding */
+	size_t nbatch; /* batches encoded */
+};
+
+struct encoder {
+	const struct ipk_memimg *base, *nw;
+	const struct ipk_mi_item *items;
+	const struct ipk_mi_item **base_opaque; /* by ordinal */
+	size_t nbase_opaque;
+	struct batch *batches;
+	size_t nbatches;
+	atomic_size_t next;
+	size_t wend;
+	int accel, no_xor;
+	uint64_t zhash;
+};
+
+/* The record of a pending COPY / ZERO run. */
+struct run {
+	struct ipk_img_rec r;
+	int open;
+};
+
+static void emit(struct batch *b, const struct ipk_img_rec *r, const uint8_t *hash8, const uint8_t *data, size_t n)
+{
+	ipk_img_rec_put(r, b->buf + b->len);
+	b->len += IPK_IMG_REC_LEN;
+	if (hash8) {
+		memcpy(b->buf + b->len, hash8, 8);
+		b->len += 8;
+	}
+	if (n) {
+		memcpy(b->buf + b->len, data, n);
+		b->len += n;
+	}
+}
+
+static void run_flush(struct batch *b, struct run *ru)
+{
+	if (ru->open)
+		emit(b, &ru->r, NULL, NULL, 0);
+	ru->open = 0;
+}
+
+/* Encode data (n bytes) as LZ4 of itself or, with ref, of itself XOR ref
+ * (ref zero-padded to n); sets *coding and returns the payload length after
+ * the hash, with the payload at *out. */
+/* One independent LZ4 block with the reused state. This is what
+ * LZ4_compress_fast_extState_fastReset does; Debian's liblz4.so does not
+ * export that static-linking-only function, so use its public equivalent:
+ * a fast reset (no dictionary left) followed by one compress_continue. */
+static int lz4_block(struct worker *w, const uint8_t *src, uint8_t *dst, int n, int cap)
+{
+	LZ4_resetStream_fast(w->lz4);
+	return LZ4_compress_fast_continue(w->lz4, (const char *)src, (char *)dst, n, cap, w->enc->accel);
+}
+
+static size_t compress_best(struct worker *w, const uint8_t *data, size_t n, const uint8_t *ref, size_t refn,
+			    uint8_t *coding, const uint8_t **out)
+{
+	int bound = LZ4_compressBound((int)n);
+	int l1 = lz4_block(w, data, w->c1, (int)n, bound);
+	size_t best = l1 > 0 ? (size_t)l1 : n + 1;
+	*coding = IPK_CODE_LZ4;
+	*out = w->c1;
+	if (ref && !w->enc->no_xor) {
+		size_t k = refn < n ? refn : n;
+		for (size_t i = 0; i < k; i++)
+			w->xbuf[i] = data[i] ^ ref[i];
+		memcpy(w->xbuf + k, data + k, n - k);
+		int l2 = lz4_block(w, w->xbuf, w->c2, (int)n, bound);
+		if (l2 > 0 && (size_t)l2 < best) {
+			best = (size_t)l2;
+			*coding = IPK_CODE_LZ4_XOR;
+			*out = w->c2;
+		}
+	}
+	if (best >= n) {
+		*coding = IPK_CODE_STORED;
+		*out = data;
+		return n;
+	}
+	return best;
+}
+
+static void encode_opaque(struct worker *w, struct batch *b, const struct ipk_mi_item *it)
+{
+	struct encoder *e = w->enc;
+	size_t nb;
+	const uint8_t *data = ipk_memimg_bytes(e->nw, &nb) + it->off;
+	const uint8_t *ref = NULL;
+	size_t refn = 0;
+	struct ipk_img_rec r = { .type = IPK_REC_OPAQUE, .addr = it->len, .count = 0xffffffffu };
+	b->st.opaque_bytes += it->len;
+	if (it->ord < e->nbase_opaque) {
+		const struct ipk_mi_item *bo = e->base_opaque[it->ord];
+		ref = ipk_memimg_bytes(e->base, &nb) + bo->off;
+		refn = bo->len;
+		r.count = it->ord;
+		if (refn == it->len && !memcmp(ref, data, it->len)) {
+			r.coding = IPK_CODE_COPY;
+			b->st.opaque_same += it->len;
+			emit(b, &r, NULL, NULL, 0);
+			return;
+		}
+	}
+	uint8_t h[8];
+	put64(h, XXH3_64bits(data, it->len));
+	const uint8_t *payload;
+	size_t n = compress_best(w, data, it->len, ref, refn, &r.coding, &payload);
+	if (r.coding != IPK_CODE_LZ4_XOR)
+		r.count = 0xffffffffu;
+	r.payload = (uint32_t)(8 + n);
+	emit(b, &r, h, payload, n);
+}
+
+static void encode_batch(struct worker *w, struct batch *b)
+{
+	struct encoder *e = w->enc;
+	struct run ru = { .open = 0 };
+	size_t hint = 0;
+	memset(&b->st, 0, sizeof(b->st));
+	b->len = 0;
+	for (size_t i = b->i0; i < b->i1; i++) {
+		const struct ipk_mi_item *it = &e->items[i];
+		if (it->type == IPK_MI_OPAQUE) {
+			run_flush(b, &ru);
+			encode_opaque(w, b, it);
+			continue;
+		}
+		b->st.pages++;
+		const uint8_t *data = ipk_memimg_item_data(e->nw, it, w->scratch[0]);
+		const struct ipk_mi_page *bp = e->base ? ipk_memimg_find(e->base, it->addr, &hint) : NULL;
+		const uint8_t *ref = bp ? ipk_memimg_page_data(e->base, bp, w->scratch[1]) : NULL;
+		uint64_t h = XXH3_64bits(data, it->len);
+		uint8_t coding, fill = 0;
+		if (bp && bp->len == it->len && bp->hash == h && !memcmp(ref, data, it->len)) {
+			coding = IPK_CODE_COPY;
+			b->st.pages_same++;
+		} else if (it->zero) {
+			coding = IPK_CODE_ZERO;
+			fill = it->fill;
+			b->st.pages_zero++;
+		} else if (it->len == IPK_PAGE_SIZE && h == e->zhash && !memcmp(data, zero_page, IPK_PAGE_SIZE)) {
+			coding = IPK_CODE_ZERO;
+			b->st.pages_zero++;
+		} else {
+			run_flush(b, &ru);
+			struct ipk_img_rec r = { .type = IPK_REC_PAGES, .block = it->block, .rflags0 = it->rflags,
+						 .rflags1 = it->rflags, .count = 1, .addr = it->addr,
+						 .len = (uint16_t)(it->len == IPK_PAGE_SIZE ? 0 : it->len) };
+			uint8_t hb[8];
+			put64(hb, h);
+			const uint8_t *payload;
+			size_t n = compress_best(w, data, it->len, ref, bp ? bp->len : 0, &r.coding, &payload);
+			if (r.coding == IPK_CODE_LZ4_XOR)
+				b->st.pages_xor++;
+			else
+				b->st.pages_lz4++;
+			if (!bp)
+				b->st.pages_new++;
+			r.payload = (uint32_t)(8 + n);
+			emit(b, &r, hb, payload, n);
+			continue;
+		}
+		/* COPY or ZERO: extend the open run when this page continues it. */
+		struct ipk_img_rec *r = &ru.r;
+		uint16_t l16 = (uint16_t)(it->len == IPK_PAGE_SIZE ? 0 : it->len);
+		if (ru.open && r->coding == coding && r->block == it->block && r->len == l16 && r->fill == fill &&
+		    it->addr == r->addr + (uint64_t)r->count * IPK_PAGE_SIZE &&
+		    (r->count == 1 || r->rflags1 == it->rflags)) {
+			r->rflags1 = it->rflags;
+			r->count++;
+			continue;
+		}
+		run_flush(b, &ru);
+		memset(r, 0, sizeof(*r));
+		r->type = IPK_REC_PAGES;
+		r->coding = coding;
+		r->block = it->block;
+		r->rflags0 = r->rflags1 = it->rflags;
+		r->count = 1;
+		r->addr = it->addr;
+		r->len = l16;
+		r->fill = fill;
+		ru.open = 1;
+	}
+	run_flush(b, &ru);
+}
+
+static double thread_cpu(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct encoder *e = w->enc;
+	double c0 = thread_cpu();
+	for (;;) {
+		size_t k = atomic_fetch_add(&e->next, 1);
+		if (k >= e->wend)
+			break;
+		encode_batch(w, &e->batches[k]);
+		w->nbatch++;
+	}
+	w->cpu += thread_cpu() - c0;
+	return NULL;
+}
+
+static void worker_free(struct worker *w)
+{
+	if (w->lz4)
+		LZ4_freeStream(w->lz4);
+	free(w->xbuf);
+	free(w->c1);
+	free(w->c2);
+}
+
+static int worker_init(struct worker *w, struct encoder *e)
+{
+	memset(w, 0, sizeof(*w));
+	w->enc = e;
+	size_t bound = (size_t)LZ4_compressBound(BATCH_BYTES) + 64;
+	w->lz4 = LZ4_createStream();
+	w->xbuf = malloc(BATCH_BYTES);
+	w->c1 = malloc(bound);
+	w->c2 = malloc(bound);
+	if (!w->lz4 || !w->xbuf || !w->c1 || !w->c2) {
+		worker_free(w);
+		return -1;
+	}
+	return 0;
+}
+
+struct sink {
+	FILE *f;
+	XXH3_state_t *h;
+	uint64_t n;
+};
+
+static int sink_write(struct sink *s, const void *p, size_t n, struct ipk_err *err)
+{
+	if (n && fwrite(p, 1, n, s->f) != n)
+		return ipk_err_set(err, IPK_EXIT_IOERR, "write delta: %s", strerror(errno));
+	XXH3_64bits_update(s->h, p, n);
+	s->n += n;
+	return 0;
+}
+
+int ipk_delta_encode(const struct ipk_memimg *base, const struct ipk_memimg *nw, FILE *out,
+		     const struct ipk_delta_opts *opts, struct ipk_delta_stats *stp, struct ipk_err *err)
+{
+	struct ipk_delta_stats st;
+	memset(&st, 0, sizeof(st));
+	struct encoder e;
+	memset(&e, 0, sizeof(e));
+	e.base = base;
+	e.nw = nw;
+	e.accel = opts && opts->acceleration > 0 ? opts->acceleration : 1;
+	e.no_xor = opts && opts->no_xor;
+	e.zhash = XXH3_64bits(zero_page, IPK_PAGE_SIZE);
+	int nthreads = opts && opts->threads > 0 ? opts->threads : 1;
+	if (nthreads > 64)
+		nthreads = 64;
+	size_t nitems;
+	e.items = ipk_memimg_items(nw, &nitems);
+	struct worker *ws = calloc((size_t)nthreads, sizeof(*ws));
+	pthread_t *tids = calloc((size_t)nthreads, sizeof(*tids));
+	struct sink sk = { .f = out, .h = XXH3_createState() };
+	int rc = -1, nw_ok = 0;
+	uint8_t **slots = NULL;
+	if (!ws || !tids || !sk.h) {
+		ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
+		goto done;
+	}
+	for (; nw_ok < nthreads; nw_ok++)
+		if (worker_init(&ws[nw_ok], &e) < 0) {
+			ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
+			goto done;
+		}
+	/* The base's opaque items by ordinal. */
+	if (base) {
+		size_t nb;
+		const struct ipk_mi_item *bi = ipk_memimg_items(base, &nb);
+		for (size_t i = 0; i < nb; i++)
+			e.nbase_opaque += bi[i].type == IPK_MI_OPAQUE;
+		e.base_opaque = calloc(e.nbase_opaque + 1, sizeof(*e.base_opaque));
+		if (!e.base_opaque) {
+			ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
+			goto done;
+		}
+		for (size_t i = 0; i < nb; i++)
+			if (bi[i].type == IPK_MI_OPAQUE)
+				e.base_opaque[bi[i].ord] = &bi[i];
+		/* Pages the base has and NEW lacks ("removed"). */
+		size_t np, nn, hint = 0;
+		const struct ipk_mi_page *bpg = ipk_memimg_pages(base, &np);
+		ipk_memimg_pages(nw, &nn);
+		for (size_t i = 0; i < np; i++)
+			st.pages_removed += ipk_memimg_find(nw, bpg[i].addr, &hint) == NULL;
+	}
+	/* Fixed batches: the output does not depend on the thread count. */
+	size_t capb = nitems / 16 + 16;
+	e.batches = calloc(capb, sizeof(*e.batches));
+	if (!e.batches) {
+		ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
+		goto done;
+	}
+	for (size_t i = 0; i < nitems;) {
+		if (e.nbatches == capb) {
+			struct batch *nbp = realloc(e.batches, 2 * capb * sizeof(*nbp));
+			if (!nbp) {
+				ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
+				goto done;
+			}
+			memset(nbp + capb, 0, capb * sizeof(*nbp));
+			e.batches = nbp;
+			capb *= 2;
+		}
+		struct batch *b = &e.batches[e.nbatches++];
+		b->i0 = i;
+		size_t bytes = 0;
+		while (i < nitems && i - b->i0 < BATCH_ITEMS && bytes < BATCH_BYTES) {
+			bytes += e.items[i].len;
+			b->cap += IPK_IMG_REC_LEN + 8 + (size_t)LZ4_compressBound((int)e.items[i].len);
+			i++;
+		}
+		b->i1 = i;
+	}
+
+	/* Header, and the block table of QEMU content. */
+	struct ipk_img_header hd = { .kind = (uint8_t)ipk_memimg_kind(nw) };
+	size_t nraw;
+	ipk_memimg_bytes(nw, &nraw);
+	hd.size = nraw;
+	if (base) {
+		size_t bl;
+		ipk_memimg_bytes(base, &bl);
+		hd.flags = IPK_IMG_FLAG_DELTA;
+		hd.base_size = bl;
+		ipk_memimg_hash(base, &hd.base_lo, &hd.base_hi);
+	}
+	uint8_t hb[IPK_IMG_HDR_LEN];
+	ipk_img_header_put(&hd, hb);
+	XXH3_64bits_reset(sk.h);
+	if (sink_write(&sk, hb, sizeof(hb), err) < 0)
+		goto done;
+	if (opts && opts->meta) {
+		size_t ml = strlen(opts->meta);
+		if (ml > IPK_IMG_META_MAX) {
+			ipk_err_set(err, IPK_EXIT_SOFTWARE, "encode delta: metadata too long");
+			goto done;
+		}
+		struct ipk_img_rec r = { .type = IPK_REC_META, .payload = (uint32_t)ml };
+		uint8_t rb[IPK_IMG_REC_LEN];
+		ipk_img_rec_put(&r, rb);
+		if (sink_write(&sk, rb, sizeof(rb), err) < 0 || sink_write(&sk, opts->meta, ml, err) < 0)
+			goto done;
+	}
+	size_t nblk;
+	const struct ipk_mi_block *blk = ipk_memimg_blocks(nw, &nblk);
+	if (hd.kind == IPK_MI_QEMU || hd.kind == IPK_MI_LIBVIRT) {
+		size_t plen = 4;
+		for (size_t i = 0; i < nblk; i++)
+			plen += 1 + blk[i].namelen + 16;
+		uint8_t *p = malloc(IPK_IMG_REC_LEN + plen);
+		if (!p) {
+			ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
+			goto done;
+		}
+		struct ipk_img_rec r = { .type = IPK_REC_BLOCKS, .payload = (uint32_t)plen, .count = (uint32_t)nblk };
+		ipk_img_rec_put(&r, p);
+		uint8_t *q = p + IPK_IMG_REC_LEN;
+		q[0] = (uint8_t)nblk;
+		q[1] = (uint8_t)(nblk >> 8);
+		q[2] = q[3] = 0;
+		q += 4;
+		for (size_t i = 0; i < nblk; i++) {
+			*q++ = blk[i].namelen;
+			memcpy(q, blk[i].name, blk[i].namelen);
+			q += blk[i].namelen;
+			put64(q, blk[i].base);
+			put64(q + 8, blk[i].len);
+			q += 16;
+		}
+		int wrc = sink_write(&sk, p, IPK_IMG_REC_LEN + plen, err);
+		free(p);
+		if (wrc < 0)
+			goto done;
+	}
+
+	/* Windows of batches: encode in parallel, write in order. The output
+	 * buffers of one window are allocated once and reused. */
+	size_t capmax = 0;
+	for (size_t k = 0; k < e.nbatches; k++)
+		capmax = e.batches[k].cap > capmax ? e.batches[k].cap : capmax;
+	size_t nslots = e.nbatches < WINDOW_BATCHES ? e.nbatches : WINDOW_BATCHES;
+	slots = calloc(nslots + 1, sizeof(*slots));
+	if (!slots) {
+		ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
+		goto done;
+	}
+	for (size_t k = 0; k < nslots; k++)
+		if (!(slots[k] = malloc(capmax))) {
+			ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
+			goto done;
+		}
+	for (size_t w0 = 0; w0 < e.nbatches; w0 += WINDOW_BATCHES) {
+		size_t w1 = w0 + WINDOW_BATCHES < e.nbatches ? w0 + WINDOW_BATCHES : e.nbatches;
+		for (size_t k = w0; k < w1; k++)
+			e.batches[k].buf = slots[k - w0];
+		double t0 = ipk_mono();
+		atomic_store(&e.next, w0);
+		e.wend = w1;
+		int started = 0;
+		for (int t = 1; t < nthreads && (size_t)t < w1 - w0; t++, started++)
+			if (pthread_create(&tids[t], NULL, worker_main, &ws[t]) != 0)
+				break;
+		worker_main(&ws[0]);
+		for (int t = 1; t <= started; t++)
+			pthread_join(tids[t], NULL);
+		double t1 = ipk_mono();
+		st.t_encode += t1 - t0;
+		int wrc = 0;
+		for (size_t k = w0; k < w1; k++) {
+			struct batch *b = &e.batches[k];
+			if (wrc == 0)
+				wrc = sink_write(&sk, b->buf, b->len, err);
+			st.pages += b->st.pages;
+			st.pages_same += b->st.pages_same;
+			st.pages_zero += b->st.pages_zero;
+			st.pages_lz4 += b->st.pages_lz4;
+			st.pages_xor += b->st.pages_xor;
+			st.pages_new += b->st.pages_new;
+			st.opaque_bytes += b->st.opaque_bytes;
+			st.opaque_same += b->st.opaque_same;
+			b->buf = NULL;
+		}
+		st.t_write += ipk_mono() - t1;
+		if (wrc < 0)
+			goto done;
+	}
+
+	/* END: content size and XXH3-128, checksum of everything before the payload. */
+	{
+		struct ipk_img_rec r = { .type = IPK_REC_END, .payload = 32 };
+		uint8_t p[IPK_IMG_REC_LEN + 32];
+		ipk_img_rec_put(&r, p);
+		if (sink_write(&sk, p, IPK_IMG_REC_LEN, err) < 0)
+			goto done;
+		uint64_t lo, hi;
+		ipk_memimg_hash(nw, &lo, &hi);
+		put64(p, nraw);
+		put64(p + 8, lo);
+		put64(p + 16, hi);
+		put64(p + 24, XXH3_64bits_digest(sk.h));
+		if (sink_write(&sk, p, 32, err) < 0)
+			goto done;
+	}
+	if (fflush(out) != 0) {
+		ipk_err_set(err, IPK_EXIT_IOERR, "write delta: %s", strerror(errno));
+		goto done;
+	}
+	st.bytes_in = nraw;
+	st.bytes_out = sk.n;
+	ipk_memimg_hash(nw, &st.id_lo, &st.id_hi);
+	rc = 0;
+done:
+	for (int t = 0; t < nw_ok; t++) {
+		if (t == 0) {
+			st.cpu_main = ws[t].cpu;
+			st.batches_main = ws[t].nbatch;
+		} else {
+			st.cpu_helpers += ws[t].cpu;
+			st.batches_helpers += ws[t].nbatch;
+		}
+	}
+	if (stp)
+		*stp = st;
+	for (int t = 0; t < nw_ok; t++)
+		worker_free(&ws[t]);
+	free(ws);
+	free(tids);
+	for (size_t k = 0; slots && slots[k]; k++)
+		free(slots[k]);
+	free(slots);
+	free(e.base_opaque);
+	free(e.batches);
+	if (sk.h)
+		XXH3_freeState(sk.h);
+	return rc;
+}
+
+/* ----------------------------------------------------------------- apply */
+
+struct decoder {
+	FILE *in, *out;
+	const char *name;
+	const struct ipk_memimg *base;
+	XXH3_state_t *sh, *oh; /* stream checksum, output XXH3-128 */
+	uint64_t pos, written, size;
+	struct ipk_mi_block *blocks;
+	size_t nblocks;
+	int have_blocks, kind;
+	const struct ipk_mi_item **base_opaque;
+	size_t nbase_opaque;
+	uint8_t *cbuf, *dbuf; /* compressed payload, decoded content */
+	struct ipk_err *err;
+};
+
+static int corrupt(struct decoder *d, const char *why)
+{
+	return ipk_err_set(d->err, IPK_EXIT_DATAERR, "apply delta '%s': %s at offset %llu", d->name, why,
+			   (unsigned long long)d->pos);
+}
+
+static int rd(struct decoder *d, void *p, size_t n)
+{
+	if (n && fread(p, 1, n, d->in) != n) {
+		if (ferror(d->in))
+			return ipk_err_set(d->err, IPK_EXIT_IOERR, "apply delta '%s': %s", d->name, strerror(errno));
+		return ipk_err_set(d->err, IPK_EXIT_DATAERR, "apply delta '%s': truncated at offset %llu", d->name,
+				   (unsigned long long)d->pos);
+	}
+	XXH3_64bits_update(d->sh, p, n);
+	d->pos += n;
+	return 0;
+}
+
+static int wr(struct decoder *d, const void *p, size_t n)
+{
+	if (n > d->size - d->written)
+		return corrupt(d, "more content than the header announces");
+	if (n && fwrite(p, 1, n, d->out) != n)
+		return ipk_err_set(d->err, IPK_EXIT_IOERR, "apply delta '%s': write: %s", d->name, strerror(errno));
+	XXH3_128bits_update(d->oh, p, n);
+	d->written += n;
+	return 0;
+}
+
+/* Read a coded payload (hash + STORED/LZ4/LZ4_XOR data) into d->dbuf as n
+ * bytes of content, XORing with ref (refn bytes, zero-padded) when asked. */
+static int read_coded(struct decoder *d, const struct ipk_img_rec *r, size_t n, const uint8_t *ref, size_t refn)
+{
+	size_t bound = (size_t)LZ4_compressBound((int)n);
+	if (r->payload < 8 || r->payload - 8 > (r->coding == IPK_CODE_STORED ? n : bound))
+		return corrupt(d, "bad payload length");
+	uint8_t hb[8];
+	if (rd(d, hb, 8) < 0)
+		return -1;
+	size_t pl = r->payload - 8;
+	if (r->coding == IPK_CODE_STORED) {
+		if (pl != n)
+			return corrupt(d, "bad payload length");
+		if (rd(d, d->dbuf, n) < 0)
+			return -1;
+	} else {
+		if (rd(d, d->cbuf, pl) < 0)
+			return -1;
+		int got = LZ4_decompress_safe((const char *)d->cbuf, (char *)d->dbuf, (int)pl, (int)n);
+		if (got != (int)n)
+			return corrupt(d, "undecodable LZ4 block");
+		if (r->coding == IPK_CODE_LZ4_XOR) {
+			if (!ref)
+				return corrupt(d, "XOR against a missing base part");
+			size_t k = refn < n ? refn : n;
+			for (size_t i = 0; i < k; i++)
+				d->dbuf[i] ^= ref[i];
+		}
+	}
+	if (XXH3_64bits(d->dbuf, n) != get64(hb))
+		return corrupt(d, "content checksum mismatch");
+	return 0;
+}
+
+static int do_blocks(struct decoder *d, const struct ipk_img_rec *r)
+{
+	if (d->have_blocks || (d->kind != IPK_MI_QEMU && d->kind != IPK_MI_LIBVIRT) || r->payload < 4 || r->payload > 4 + 65535u * 272)
+		return corrupt(d, "unexpected block table");
+	uint8_t *p = malloc(r->payload);
+	if (!p)
+		return ipk_err_set(d->err, IPK_EXIT_OSERR, "apply delta '%s': out of memory", d->name);
+	if (rd(d, p, r->payload) < 0) {
+		free(p);
+		return -1;
+	}
+	size_t n = (size_t)p[0] | (size_t)p[1] << 8, at = 4;
+	d->blocks = calloc(n + 1, sizeof(*d->blocks));
+	if (!d->blocks) {
+		free(p);
+		return ipk_err_set(d->err, IPK_EXIT_OSERR, "apply delta '%s': out of memory", d->name);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (at >= r->payload || at + 1 + p[at] + 16 > r->payload) {
+			free(p);
+			return corrupt(d, "bad block table");
+		}
+		struct ipk_mi_block *b = &d->blocks[i];
+		b->namelen = p[at];
+		memcpy(b->name, p + at + 1, b->namelen);
+		b->base = get64(p + at + 1 + b->namelen);
+		b->len = get64(p + at + 9 + b->namelen);
+		at += 1 + (size_t)b->namelen + 16;
+	}
+	free(p);
+	d->nblocks = n;
+	d->have_blocks = 1;
+	return 0;
+}
+
+static int do_opaque(struct decoder *d, const struct ipk_img_rec *r)
+{
+	uint64_t n = r->addr;
+	if (n == 0 || n > OPAQUE_DEC_MAX || n > d->size - d->written)
+		return corrupt(d, "bad opaque length");
+	const uint8_t *ref = NULL;
+	size_t refn = 0;
+	if (r->count != 0xffffffffu) {
+		if (!d->base || r->count >= d->nbase_opaque)
+			return corrupt(d, "reference to a missing base part");
+		size_t bl;
+		ref = ipk_memimg_bytes(d->base, &bl) + d->base_opaque[r->count]->off;
+		refn = d->base_opaque[r->count]->len;
+	}
+	if (r->coding == IPK_CODE_COPY) {
+		if (!ref || refn != n || r->payload != 0)
+			return corrupt(d, "bad copy of a base part");
+		return wr(d, ref, n);
+	}
+	if (r->coding > IPK_CODE_LZ4_XOR)
+		return corrupt(d, "bad opaque coding");
+	if (read_coded(d, r, n, ref, refn) < 0)
+		return -1;
+	return wr(d, d->dbuf, n);
+}
+
+static int do_pages(struct decoder *d, const struct ipk_img_rec *r)
+{
+	size_t plen = r->len ? r->len : IPK_PAGE_SIZE;
+	if (plen > IPK_PAGE_SIZE || r->count == 0)
+		return corrupt(d, "bad page record");
+	if (r->coding == IPK_CODE_COPY || r->coding == IPK_CODE_ZERO) {
+		if (r->payload != 0)
+			return corrupt(d, "bad page record");
+	} else if (r->coding > IPK_CODE_LZ4_XOR || r->count != 1) {
+		return corrupt(d, "bad page record");
+	}
+	int flat = d->kind == IPK_MI_PLAIN || d->kind == IPK_MI_PROCESS;
+	if (flat ? (r->rflags0 || r->rflags1 || r->block) : !d->have_blocks)
+		return corrupt(d, "bad page record");
+	if (r->addr % IPK_PAGE_SIZE || r->addr + (uint64_t)r->count * IPK_PAGE_SIZE < r->addr)
+		return corrupt(d, "bad page address");
+	size_t hint = 0;
+	uint8_t scratch[IPK_PAGE_SIZE];
+	for (uint32_t i = 0; i < r->count; i++) {
+		uint64_t addr = r->addr + (uint64_t)i * IPK_PAGE_SIZE;
+		uint16_t fl = i ? r->rflags1 : r->rflags0;
+		const uint8_t *content;
+		const struct ipk_mi_page *bp = d->base ? ipk_memimg_find(d->base, addr, &hint) : NULL;
+		if (r->coding == IPK_CODE_COPY) {
+			if (!bp || bp->len != plen)
+				return corrupt(d, "copy of a page the base lacks");
+			content = ipk_memimg_page_data(d->base, bp, scratch);
+		} else if (r->coding == IPK_CODE_ZERO) {
+			memset(d->dbuf, r->fill, plen);
+			content = d->dbuf;
+		} else {
+			if (read_coded(d, r, plen, bp ? ipk_memimg_page_data(d->base, bp, scratch) : NULL,
+				       bp ? bp->len : 0) < 0)
+				return -1;
+			content = d->dbuf;
+		}
+		if (d->kind == IPK_MI_PLAIN) {
+			if (wr(d, content, plen) < 0)
+				return -1;
+			continue;
+		}
+		if (d->kind == IPK_MI_PROCESS) {
+			uint8_t ab[8];
+			put64(ab, addr);
+			if (plen != IPK_PAGE_SIZE || addr == IPK_PROC_END)
+				return corrupt(d, "bad process page record");
+			if (wr(d, ab, 8) < 0 || wr(d, content, plen) < 0)
+				return -1;
+			continue;
+		}
+		uint16_t kind = fl & ~IPK_RAM_CONTINUE;
+		uint8_t hdr[300];
+		int hl = ipk_mi_page_header(d->blocks, d->nblocks, r->block, addr, fl, hdr);
+		if (hl < 0 || (kind != IPK_RAM_ZERO && kind != IPK_RAM_PAGE) || plen != IPK_PAGE_SIZE)
+			return corrupt(d, "bad QEMU page record");
+		if (wr(d, hdr, (size_t)hl) < 0 || wr(d, content, kind == IPK_RAM_ZERO ? 1 : IPK_PAGE_SIZE) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int do_end(struct decoder *d)
+{
+	uint64_t sum = XXH3_64bits_digest(d->sh);
+	uint8_t p[32];
+	if (rd(d, p, 32) < 0)
+		return -1;
+	XXH128_hash_t h = XXH3_128bits_digest(d->oh);
+	if (get64(p) != d->size || d->written != d->size)
+		return corrupt(d, "content size mismatch");
+	if (get64(p + 24) != sum)
+		return corrupt(d, "stream checksum mismatch");
+	if (get64(p + 8) != h.low64 || get64(p + 16) != h.high64)
+		return corrupt(d, "content checksum mismatch");
+	if (fgetc(d->in) != EOF)
+		return corrupt(d, "data after the end record");
+	return 0;
+}
+
+int ipk_delta_apply(const struct ipk_memimg *base, FILE *in, const char *name, FILE *out,
+		    struct ipk_delta_stats *st, struct ipk_err *err)
+{
+	struct decoder d;
+	memset(&d, 0, sizeof(d));
+	d.in = in;
+	d.out = out;
+	d.name = name;
+	d.err = err;
+	d.sh = XXH3_createState();
+	d.oh = XXH3_createState();
+	d.cbuf = malloc((size_t)LZ4_compressBound(OPAQUE_DEC_MAX) + 16);
+	d.dbuf = malloc(OPAQUE_DEC_MAX);
+	int rc = -1;
+	double t0 = ipk_mono();
+	if (!d.sh || !d.oh || !d.cbuf || !d.dbuf) {
+		ipk_err_set(err, IPK_EXIT_OSERR, "apply delta '%s': out of memory", name);
+		goto done;
+	}
+	XXH3_64bits_reset(d.sh);
+	XXH3_128bits_reset(d.oh);
+	uint8_t hb[IPK_IMG_HDR_LEN];
+	struct ipk_img_header h;
+	if (rd(&d, hb, sizeof(hb)) < 0 || ipk_img_header_get(&h, hb, name, err) < 0)
+		goto done;
+	d.size = h.size;
+	d.kind = h.kind;
+	if (h.flags & IPK_IMG_FLAG_DELTA) {
+		if (!base) {
+			ipk_err_set(err, IPK_EXIT_DATAERR, "apply delta '%s': it needs its base", name);
+			goto done;
+		}
+		uint64_t lo, hi;
+		size_t bl;
+		ipk_memimg_hash(base, &lo, &hi);
+		ipk_memimg_bytes(base, &bl);
+		if (bl != h.base_size || lo != h.base_lo || hi != h.base_hi) {
+			ipk_err_set(err, IPK_EXIT_DATAERR,
+				    "apply delta '%s': wrong base '%s': the delta was made against a base of %llu bytes "
+				    "with XXH3-128 %016llx%016llx, this one has %zu bytes and %016llx%016llx",
+				    name, ipk_memimg_name(base), (unsigned long long)h.base_size,
+				    (unsigned long long)h.base_hi, (unsigned long long)h.base_lo, bl,
+				    (unsigned long long)hi, (unsigned long long)lo);
+			goto done;
+		}
+		d.base = base;
+		size_t nb;
+		const struct ipk_mi_item *bi = ipk_memimg_items(base, &nb);
+		for (size_t i = 0; i < nb; i++)
+			d.nbase_opaque += bi[i].type == IPK_MI_OPAQUE;
+		d.base_opaque = calloc(d.nbase_opaque + 1, sizeof(*d.base_opaque));
+		if (!d.base_opaque) {
+			ipk_err_set(err, IPK_EXIT_OSERR, "apply delta '%s': out of memory", name);
+			goto done;
+		}
+		for (size_t i = 0; i < nb; i++)
+			if (bi[i].type == IPK_MI_OPAQUE)
+				d.base_opaque[bi[i].ord] = &bi[i];
+	}
+	for (;;) {
+		uint8_t rb[IPK_IMG_REC_LEN];
+		struct ipk_img_rec r;
+		uint64_t at = d.pos;
+		if (rd(&d, rb, sizeof(rb)) < 0 || ipk_img_rec_get(&r, rb, name, at, err) < 0)
+			goto done;
+		int x;
+		switch (r.type) {
+		case IPK_REC_END:
+			if (r.payload != 32) {
+				corrupt(&d, "bad end record");
+				goto done;
+			}
+			if (do_end(&d) < 0)
+				goto done;
+			rc = 0;
+			goto done;
+		case IPK_REC_META:
+			/* Descriptive only; covered by the stream checksum. */
+			if (at != IPK_IMG_HDR_LEN || r.payload > IPK_IMG_META_MAX || r.coding) {
+				x = corrupt(&d, "bad metadata record");
+				break;
+			}
+			x = rd(&d, d.cbuf, r.payload);
+			break;
+		case IPK_REC_BLOCKS: x = do_blocks(&d, &r); break;
+		case IPK_REC_OPAQUE: x = do_opaque(&d, &r); break;
+		case IPK_REC_PAGES: x = do_pages(&d, &r); break;
+		default: x = corrupt(&d, "unknown record type");
+		}
+		if (x < 0)
+			goto done;
+	}
+done:
+	if (rc == 0 && fflush(out) != 0)
+		rc = ipk_err_set(err, IPK_EXIT_IOERR, "apply delta '%s': write: %s", name, strerror(errno));
+	if (st) {
+		memset(st, 0, sizeof(*st));
+		st->bytes_in = d.pos;
+		st->bytes_out = d.written;
+		st->t_encode = ipk_mono() - t0;
+		if (rc == 0) {
+			XXH128_hash_t hh = XXH3_128bits_digest(d.oh);
+			st->id_lo = hh.low64;
+			st->id_hi = hh.high64;
+		}
+	}
+	if (d.sh)
+		XXH3_freeState(d.sh);
+	if (d.oh)
+		XXH3_freeState(d.oh);
+	free(d.cbuf);
+	free(d.dbuf);
+	free(d.blocks);
+	free(d.base_opaque);
+	return rc;
+}
+
+int ipk_delta_apply_to_path(const struct ipk_memimg *base, FILE *in, const char *name, const char *path,
+			    struct ipk_delta_stats *st, struct ipk_err *err)
+{
+	struct ipk_outfile o;
+	if (ipk_outfile_open(&o, path, err) < 0)
+		return -1;
+	if (ipk_delta_apply(base, in, name, o.f, st, err) < 0) {
+		ipk_outfile_abort(&o);
+		return -1;
+	}
+	return ipk_outfile_commit(&o, err);
+}

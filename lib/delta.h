@@ -1,0 +1,78 @@
+/* delta.h - encode a memory image against a base, and apply such deltas.
+ *
+ * ipk_delta_encode writes NEW as records of the ipkit container (image.h,
+ * ipkit-image(5)) in NEW's own layout order: each page is either the same as
+ * the base's page at its address (COPY, in runs), uniform (ZERO, in runs),
+ * or LZ4 of the page or of the page XOR the base's page, whichever is
+ * smaller (STORED when neither compresses); opaque items are COPY of, LZ4
+ * XOR against, or plain LZ4 independent of the base's opaque item of the same ordinal. Without
+ * a base the result is an ipkit image. Pages are split into fixed batches
+ * encoded by a pool of threads; the output does not depend on the number of
+ * threads.
+ *
+ * ipk_delta_apply reads such a stream in order, checks every record header,
+ * the base's identity (before writing anything), every page and opaque
+ * hash, and at the end the content's size and XXH3-128 and the checksum of
+ * the whole stream. ipk_delta_apply_to_path writes a temporary file in the
+ * target's directory, fsyncs it and renames it into place only when all of
+ * that passed; on any failure the temporary file is removed.
+ *
+ * Ownership: the caller owns the images, FILE streams and stats.
+ */
+#ifndef IPK_DELTA_H
+#define IPK_DELTA_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ipk.h"
+#include "memimg.h"
+
+struct ipk_delta_opts {
+	int threads;      /* workers for encoding; <= 0: 1 */
+	int acceleration; /* LZ4 acceleration; <= 0: 1 */
+	int no_xor;       /* never try page XOR base */
+	const char *meta; /* JSON text stored in a META record after the header, or NULL */
+};
+
+struct ipk_delta_stats {
+	uint64_t bytes_in;      /* bytes of NEW (encode) / of the delta (apply) */
+	uint64_t bytes_out;     /* bytes of the delta (encode) / of the output (apply) */
+	uint64_t pages;         /* page records in NEW */
+	uint64_t pages_same;    /* coded COPY */
+	uint64_t pages_zero;    /* coded ZERO */
+	uint64_t pages_lz4;     /* coded LZ4 or STORED */
+	uint64_t pages_xor;     /* coded LZ4 XOR base */
+	uint64_t pages_new;     /* changed pages whose address the base lacks */
+	uint64_t pages_removed; /* base page addresses NEW lacks */
+	uint64_t opaque_bytes;  /* opaque bytes in NEW */
+	uint64_t opaque_same;   /* of which copied from the base */
+	uint64_t id_lo, id_hi;  /* XXH3-128 of the content (NEW), set on success */
+	double t_encode, t_write; /* seconds (apply: t_encode is the whole apply) */
+	double cpu_main, cpu_helpers;          /* encode: thread CPU seconds of the calling thread / the others */
+	uint64_t batches_main, batches_helpers; /* encode: batches each encoded */
+};
+
+/* Encode new (against base, or an image when base is NULL) to out.
+ * Returns 0, or -1 with err set (IPK_EXIT_IOERR on a write error,
+ * IPK_EXIT_OSERR on no memory or no thread). */
+int ipk_delta_encode(const struct ipk_memimg *base, const struct ipk_memimg *new_img, FILE *out,
+		     const struct ipk_delta_opts *opts, struct ipk_delta_stats *st, struct ipk_err *err);
+
+/* Apply the delta (or decode the image) read from in, named name in
+ * messages, writing the content to out. base may be NULL for an image; a
+ * delta needs the base it was made against. On failure, what was written to
+ * out must be discarded. Returns 0, or -1 with err set: IPK_EXIT_DATAERR for
+ * a corrupted, truncated or wrong-base stream ("apply delta 'NAME': ..."),
+ * IPK_EXIT_IOERR, IPK_EXIT_OSERR. */
+int ipk_delta_apply(const struct ipk_memimg *base, FILE *in, const char *name, FILE *out,
+		    struct ipk_delta_stats *st, struct ipk_err *err);
+
+/* ipk_delta_apply into path, all or nothing: temp file beside path, fsync,
+ * rename; the temp file is unlinked on failure. A path that exists and is
+ * not a regular file (a device, a FIFO) is written in place instead. Same returns, plus
+ * IPK_EXIT_CANTCREAT when the temp file cannot be made. */
+int ipk_delta_apply_to_path(const struct ipk_memimg *base, FILE *in, const char *name, const char *path,
+			    struct ipk_delta_stats *st, struct ipk_err *err);
+
+#endif

@@ -1,0 +1,99 @@
+#!/bin/bash
+# ip-delta: encode and apply on generated files, through files and pipes,
+# chains of deltas, ipkit images; corrupted, truncated and wrong-base deltas
+# refused with exit 65 and nothing written.
+. "$(dirname "$0")/lib.sh"
+need_cmd ip-delta python3 cmp
+
+python3 - "$TMP" <<'PY'
+import random, sys
+d = sys.argv[1]
+rng = random.Random(4)
+a = bytearray()
+for i in range(300):
+    r = rng.random()
+    a += bytes(4096) if r < 0.3 else (b"page %d " % i * 600)[:4096] if r < 0.7 else rng.randbytes(4096)
+a += b"tail not a multiple of 4096"
+b = bytearray(a)
+for i in range(0, 300, 9):
+    b[i * 4096 + 16:i * 4096 + 80] = rng.randbytes(64)
+b += rng.randbytes(5000)
+c = bytearray(b)
+for i in range(0, 300, 13):
+    c[i * 4096:(i + 1) * 4096] = rng.randbytes(4096)
+del c[100000:200000]
+for n, v in (("a", a), ("b", b), ("c", c)):
+    open(f"{d}/{n}", "wb").write(v)
+open(f"{d}/empty", "wb").close()
+PY
+
+check "encode A to B" ip-delta "$TMP/a" "$TMP/b" -o "$TMP/ab"
+check_grep "encode emits a delta record" '"type":"delta".*"mode":"encode".*"pages_changed":36' "$TMP/.out"
+check "apply A + AB" ip-delta --apply "$TMP/a" "$TMP/ab" -o "$TMP/b2"
+check_grep "apply emits a delta record" '"mode":"apply"' "$TMP/.out"
+check "applied B is identical" cmp "$TMP/b" "$TMP/b2"
+sz_ab=$(stat -c %s "$TMP/ab") sz_b=$(stat -c %s "$TMP/b")
+[ "$sz_ab" -lt $((sz_b / 4)) ] && ok "delta ($sz_ab bytes) far smaller than B ($sz_b)" || fail "delta far smaller than B" "$sz_ab vs $sz_b"
+
+# Pipes: NEW from stdin, delta to stdout, delta from stdin, content to stdout.
+cat "$TMP/c" | ip-delta "$TMP/b" - -j 2 | ip-delta --apply "$TMP/b" - -o - >"$TMP/c2" 2>"$TMP/err"
+check "pipeline B -> C through pipes reconstructs C" cmp "$TMP/c" "$TMP/c2"
+# A chain of deltas, and 1 vs 2 threads giving the same delta.
+ip-delta -j 1 "$TMP/b" "$TMP/c" -o "$TMP/bc" >/dev/null
+ip-delta -j 2 "$TMP/b" "$TMP/c" -o "$TMP/bc2" >/dev/null
+check "1 and 2 threads give the same delta" cmp "$TMP/bc" "$TMP/bc2"
+check "chain A + AB + BC" ip-delta --apply "$TMP/a" "$TMP/ab" "$TMP/bc" -o "$TMP/c3"
+check "chain reconstructs C" cmp "$TMP/c" "$TMP/c3"
+# Images.
+check "image of B" ip-delta --image "$TMP/b" -o "$TMP/b.ipki"
+check "decode the image" ip-delta --image --apply "$TMP/b.ipki" -o "$TMP/b4"
+check "decoded image is B" cmp "$TMP/b" "$TMP/b4"
+check "an image serves as a base" ip-delta --apply "$TMP/b.ipki" "$TMP/bc" -o "$TMP/c4"
+check "applied on the image base gives C" cmp "$TMP/c" "$TMP/c4"
+check "empty files" ip-delta "$TMP/empty" "$TMP/empty" -o "$TMP/ee"
+check "empty round trip" ip-delta --apply "$TMP/empty" "$TMP/ee" -o "$TMP/e2"
+[ -f "$TMP/e2" ] && [ ! -s "$TMP/e2" ] && ok "empty result is an empty file" || fail "empty result is an empty file"
+
+# Devices and FIFOs are written in place, never replaced.
+check "encode to /dev/null" ip-delta "$TMP/a" "$TMP/b" -o /dev/null
+check "apply to /dev/null" ip-delta --apply "$TMP/a" "$TMP/ab" -o /dev/null
+[ -c /dev/null ] && ok "/dev/null is still a device" || fail "/dev/null is still a device" "$(ls -l /dev/null)"
+mkfifo "$TMP/fifo"
+cat "$TMP/fifo" >"$TMP/from-fifo" &
+check "apply into a FIFO" ip-delta --apply "$TMP/a" "$TMP/ab" -o "$TMP/fifo"
+wait
+check "the FIFO carried B" cmp "$TMP/b" "$TMP/from-fifo"
+[ -p "$TMP/fifo" ] && ok "the FIFO is still a FIFO" || fail "the FIFO is still a FIFO"
+
+# Refusals: nothing may be left behind.
+nothing_left() { # nothing_left NAME: no OUT and no temporary file in $TMP/o
+	local n; n=$(ls -A "$TMP/o" | wc -l)
+	[ "$n" = 0 ] && ok "$1: nothing written" || fail "$1: nothing written" "$(ls -A "$TMP/o")"
+}
+mkdir -p "$TMP/o"
+check_exit "wrong base refused (65)" 65 ip-delta --apply "$TMP/b" "$TMP/ab" -o "$TMP/o/out"
+check_grep "wrong base message" "wrong base" "$TMP/.err"
+nothing_left "wrong base"
+head -c $((sz_ab - 10)) "$TMP/ab" >"$TMP/ab.cut"
+check_exit "truncated delta refused (65)" 65 ip-delta --apply "$TMP/a" "$TMP/ab.cut" -o "$TMP/o/out"
+check_grep "truncated message" "truncated" "$TMP/.err"
+nothing_left "truncated"
+bad=0
+for off in 0 9 20 64 70 95 100 $((sz_ab / 3)) $((sz_ab / 2)) $((sz_ab - 40)) $((sz_ab - 1)); do
+	python3 -c "import sys; d=bytearray(open(sys.argv[1],'rb').read()); d[int(sys.argv[2])]^=4; open(sys.argv[3],'wb').write(d)" \
+		"$TMP/ab" "$off" "$TMP/ab.flip"
+	ip-delta --apply "$TMP/a" "$TMP/ab.flip" -o "$TMP/o/out" >/dev/null 2>&1
+	rc=$?
+	[ $rc = 65 ] || { bad=$((bad + 1)); echo "offset $off: exit $rc" >&2; }
+done
+check_eq "flipped bits refused with 65 at 11 offsets" 0 "$bad"
+nothing_left "flipped bits"
+echo "keep" >"$TMP/o/out"
+check_exit "corrupted delta does not replace an existing output" 65 ip-delta --apply "$TMP/a" "$TMP/ab.flip" -o "$TMP/o/out"
+check_eq "existing output untouched" keep "$(cat "$TMP/o/out")"
+rm -f "$TMP/o/out"
+check_exit "delta without base refused (65)" 65 ip-delta --image --apply "$TMP/ab" -o "$TMP/o/out"
+check_exit "missing input (66)" 66 ip-delta "$TMP/nope" "$TMP/b" -o "$TMP/o/out"
+nothing_left "missing input"
+check_exit "two stdin operands (64)" 64 ip-delta - - -o "$TMP/o/out"
+check_exit "bad thread count (64)" 64 ip-delta -j 0 "$TMP/a" "$TMP/b"

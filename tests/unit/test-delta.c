@@ -1,0 +1,633 @@
+/* test-delta.c - memory images (memimg), QEMU streams (qemusave), the ipkit
+ * image/delta container (image, delta): round trips and refusals.
+ *
+ * Environment: IPKIT_QEMU_IMAGES="A B" names two real QEMU migration streams
+ * or libvirt save images of one guest (tests/t0410-qemu-stream.sh and
+ * tests/t0420-delta-libvirt.sh make them); IPKIT_SEED_DIR, when
+ * set, receives seed inputs for the fuzz targets. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "delta.h"
+#include "image.h"
+#include "memimg.h"
+#include "qemusave.h"
+
+static uint64_t rng = 88172645463325252ull;
+
+static uint64_t rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+static uint8_t *rnd_bytes(size_t n, int compressible)
+{
+	uint8_t *p = malloc(n + 1);
+	for (size_t i = 0; i < n; i++)
+		p[i] = compressible ? (uint8_t)("abcdefgh"[rnd() % 8]) : (uint8_t)rnd();
+	if (n)
+		p[0] = 'X'; /* never a QEMU or libvirt magic */
+	return p;
+}
+
+static struct ipk_memimg *mk(const uint8_t *b, size_t n)
+{
+	uint8_t *c = malloc(n + 1);
+	memcpy(c, b, n);
+	struct ipk_err err = { 0 };
+	struct ipk_memimg *m = ipk_memimg_from_mem(c, n, 1, 0, "mem", &err);
+	if (!m)
+		printf("# mk: %s\n", err.msg);
+	return m;
+}
+
+static uint8_t *encode(const struct ipk_memimg *base, const struct ipk_memimg *nw, int threads, int no_xor,
+		       size_t *len, struct ipk_delta_stats *st)
+{
+	char *buf = NULL;
+	FILE *f = open_memstream(&buf, len);
+	struct ipk_delta_opts o = { .threads = threads, .no_xor = no_xor };
+	struct ipk_err err = { 0 };
+	if (ipk_delta_encode(base, nw, f, &o, st, &err) < 0)
+		printf("# encode: %s\n", err.msg);
+	fclose(f);
+	return (uint8_t *)buf;
+}
+
+/* Apply; returns 0 and the output, or -1 with err. */
+static int apply(const struct ipk_memimg *base, const uint8_t *d, size_t dl, uint8_t **out, size_t *ol,
+		 struct ipk_err *err)
+{
+	char *buf = NULL;
+	FILE *o = open_memstream(&buf, ol);
+	FILE *i = fmemopen((void *)(dl ? d : (const uint8_t *)""), dl, "r");
+	int rc = ipk_delta_apply(base, i, "delta", o, NULL, err);
+	fclose(i);
+	fclose(o);
+	*out = (uint8_t *)buf;
+	return rc;
+}
+
+static void seed(const char *name, const void *p, size_t n)
+{
+	const char *dir = getenv("IPKIT_SEED_DIR");
+	if (!dir)
+		return;
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *f = fopen(path, "w");
+	if (f) {
+		fwrite(p, 1, n, f);
+		fclose(f);
+	}
+}
+
+/* Encode NEW against BASE (1 and 2 threads), apply, compare. */
+static void round_trip(const char *name, const uint8_t *b, size_t bl, const uint8_t *n, size_t nl)
+{
+	char t[160];
+	struct ipk_memimg *base = mk(b, bl), *nw = mk(n, nl);
+	size_t d1l, d2l, ol;
+	struct ipk_delta_stats st;
+	uint8_t *d1 = encode(base, nw, 1, 0, &d1l, &st);
+	uint8_t *d2 = encode(base, nw, 2, 0, &d2l, NULL);
+	snprintf(t, sizeof(t), "%s: same delta with 1 and 2 threads", name);
+	CHECK(t, d1l == d2l && !memcmp(d1, d2, d1l));
+	uint8_t *out = NULL;
+	struct ipk_err err = { 0 };
+	int rc = apply(base, d1, d1l, &out, &ol, &err);
+	snprintf(t, sizeof(t), "%s: apply reconstructs NEW (%zu bytes, delta %zu)", name, nl, d1l);
+	CHECK(t, rc == 0 && ol == nl && !memcmp(out, n, nl));
+	if (rc)
+		printf("# %s\n", err.msg);
+	free(out);
+	/* As an image (no base). */
+	size_t il;
+	uint8_t *img = encode(NULL, nw, 2, 0, &il, NULL);
+	rc = apply(NULL, img, il, &out, &ol, &err);
+	snprintf(t, sizeof(t), "%s: image decodes to NEW", name);
+	CHECK(t, rc == 0 && ol == nl && !memcmp(out, n, nl));
+	free(out);
+	free(img);
+	free(d1);
+	free(d2);
+	ipk_memimg_free(base);
+	ipk_memimg_free(nw);
+}
+
+static void test_plain(void)
+{
+	uint8_t *a = rnd_bytes(1 << 20, 1), *b = malloc(1 << 20);
+	memcpy(b, a, 1 << 20);
+	round_trip("empty to empty", a, 0, b, 0);
+	round_trip("page to empty", a, 4096, b, 0);
+	round_trip("empty to page", a, 0, b, 4096);
+	round_trip("one byte", a, 1, b, 1);
+	uint8_t *z = calloc(1, 1 << 20);
+	round_trip("all zero", z, 1 << 20, z, 1 << 20);
+	round_trip("zero to random", z, 1 << 20, a, 1 << 20);
+	uint8_t *r1 = rnd_bytes(300000, 0), *r2 = rnd_bytes(300000, 0);
+	round_trip("all changed, incompressible", r1, 300000, r2, 300000);
+	round_trip("not a multiple of 4 KiB", a, 10001, b, 10005);
+	round_trip("base shorter", a, 5000, b, 1 << 20);
+	round_trip("base longer", a, 1 << 20, b, 70001);
+	/* Sparse edits: 1 byte in every 3rd page, so XOR against the base pays. */
+	for (size_t p = 0; p < 256; p += 3)
+		b[p * 4096 + 100] ^= 0x5a;
+	round_trip("sparse edits", a, 1 << 20, b, 1 << 20);
+	struct ipk_memimg *ma = mk(a, 1 << 20), *mb = mk(b, 1 << 20);
+	struct ipk_delta_stats st, st2;
+	size_t dl, dl2;
+	uint8_t *d = encode(ma, mb, 1, 0, &dl, &st);
+	uint8_t *d2 = encode(ma, mb, 1, 1, &dl2, &st2);
+	CHECK("sparse edits: 86 pages changed, the rest copied", st.pages_same == 256 - 86 && st.pages_xor + st.pages_lz4 == 86);
+	CHECK("sparse edits: XOR chosen and smaller than LZ4 alone", st.pages_xor == 86 && dl < dl2);
+	seed("plain-delta", d, dl);
+	{
+		/* A delta against the fixed base of tests/fuzz/fuzz-delta.c. */
+		size_t fn = 65536 + 100;
+		uint8_t *fb = malloc(fn), *fnw = malloc(fn);
+		for (size_t i = 0; i < fn; i++)
+			fb[i] = (uint8_t)(i * 7 + (i >> 12));
+		fb[0] = 'X';
+		memcpy(fnw, fb, fn);
+		for (size_t i = 0; i < fn; i += 5000)
+			fnw[i] ^= 0x33;
+		memset(fnw + 8192, 0, 4096);
+		struct ipk_memimg *fbm = mk(fb, fn), *fnm = mk(fnw, fn);
+		size_t fl;
+		uint8_t *fd = encode(fbm, fnm, 1, 0, &fl, NULL);
+		seed("fuzz-base-delta", fd, fl);
+		free(fd);
+		fd = encode(NULL, fnm, 1, 0, &fl, NULL);
+		seed("small-image", fd, fl);
+		free(fd);
+		ipk_memimg_free(fbm);
+		ipk_memimg_free(fnm);
+		free(fb);
+		free(fnw);
+	}
+	free(d2);
+
+	/* Corruption: flip one bit at many offsets; every one refused. */
+	int refused = 0, tried = 0, wrongcode = 0;
+	uint8_t *c = malloc(dl);
+	for (size_t off = 0; off < dl; off += (off < 200 ? 1 : 7)) {
+		memcpy(c, d, dl);
+		c[off] ^= (uint8_t)(1u << (off % 8));
+		uint8_t *out;
+		size_t ol;
+		struct ipk_err err = { 0 };
+		tried++;
+		if (apply(ma, c, dl, &out, &ol, &err) < 0) {
+			refused++;
+			wrongcode += err.code != IPK_EXIT_DATAERR;
+		}
+		free(out);
+	}
+	char t[128];
+	snprintf(t, sizeof(t), "bit flips refused at all %d offsets", tried);
+	CHECK(t, refused == tried && wrongcode == 0);
+	/* Truncation at many lengths. */
+	refused = tried = 0;
+	for (size_t l = 0; l < dl; l += (l < 300 ? 1 : 13)) {
+		uint8_t *out;
+		size_t ol;
+		struct ipk_err err = { 0 };
+		tried++;
+		refused += apply(ma, d, l, &out, &ol, &err) < 0 && err.code == IPK_EXIT_DATAERR;
+		free(out);
+	}
+	snprintf(t, sizeof(t), "truncations refused at all %d lengths", tried);
+	CHECK(t, refused == tried);
+	/* Trailing bytes. */
+	{
+		uint8_t *x = malloc(dl + 1), *out;
+		memcpy(x, d, dl);
+		x[dl] = 0;
+		size_t ol;
+		struct ipk_err err = { 0 };
+		CHECK("trailing byte refused", apply(ma, x, dl + 1, &out, &ol, &err) < 0);
+		free(out);
+		free(x);
+	}
+	/* Wrong base, missing base. */
+	{
+		uint8_t *out;
+		size_t ol;
+		struct ipk_err err = { 0 };
+		int rc = apply(mb, d, dl, &out, &ol, &err);
+		CHECK("wrong base refused before any output", rc < 0 && ol == 0 && strstr(err.msg, "wrong base"));
+		free(out);
+		rc = apply(NULL, d, dl, &out, &ol, &err);
+		CHECK("delta without its base refused", rc < 0 && strstr(err.msg, "needs its base"));
+		free(out);
+	}
+	/* All or nothing on disk. */
+	{
+		char dir[] = "/tmp/ipkit-test-delta.XXXXXX";
+		CHECK("scratch dir", mkdtemp(dir) != NULL);
+		char path[256];
+		snprintf(path, sizeof(path), "%s/out", dir);
+		memcpy(c, d, dl);
+		c[dl / 2] ^= 1;
+		FILE *in = fmemopen(c, dl, "r");
+		struct ipk_err err = { 0 };
+		int rc = ipk_delta_apply_to_path(ma, in, "delta", path, NULL, &err);
+		fclose(in);
+		int entries = 0;
+		DIR *dd = opendir(dir);
+		for (struct dirent *de; (de = readdir(dd));)
+			entries += de->d_name[0] != '.' || strlen(de->d_name) > 2;
+		closedir(dd);
+		CHECK("corrupted delta: nothing written to disk", rc < 0 && entries == 0);
+		in = fmemopen(d, dl, "r");
+		rc = ipk_delta_apply_to_path(ma, in, "delta", path, NULL, &err);
+		fclose(in);
+		struct ipk_memimg *got = ipk_memimg_open(path, &err);
+		size_t gl;
+		const uint8_t *gb = got ? ipk_memimg_bytes(got, &gl) : NULL;
+		CHECK("apply to a path: renamed into place, identical", rc == 0 && gb && gl == (1 << 20) && !memcmp(gb, b, gl));
+		ipk_memimg_free(got);
+		/* An ipkit image on disk opens as its content. */
+		size_t il;
+		uint8_t *img = encode(NULL, mb, 1, 0, &il, NULL);
+		FILE *f = fopen(path, "w");
+		fwrite(img, 1, il, f);
+		fclose(f);
+		got = ipk_image_open(path, &err);
+		gb = got ? ipk_memimg_bytes(got, &gl) : NULL;
+		CHECK("ipkit image opens as its content", gb && gl == (1 << 20) && !memcmp(gb, b, gl));
+		ipk_memimg_free(got);
+		free(img);
+		/* A metadata record: kept, readable, skipped by apply, checksummed. */
+		{
+			char *mbuf = NULL;
+			size_t mlen;
+			FILE *mf = open_memstream(&mbuf, &mlen);
+			struct ipk_delta_opts mo = { .threads = 1, .meta = "{\"source\":\"unit\"}" };
+			CHECK("encode with metadata", ipk_delta_encode(NULL, mb, mf, &mo, NULL, &err) == 0);
+			fclose(mf);
+			struct ipk_img_header mh;
+			char *meta = NULL;
+			CHECK("metadata read back", ipk_img_read_meta((uint8_t *)mbuf, mlen, "m", &mh, &meta, &err) == 0 &&
+							    meta && !strcmp(meta, "{\"source\":\"unit\"}"));
+			free(meta);
+			uint8_t *o2;
+			size_t o2l;
+			CHECK("image with metadata decodes", apply(NULL, (uint8_t *)mbuf, mlen, &o2, &o2l, &err) == 0 &&
+								  o2l == (1 << 20) && !memcmp(o2, b, o2l));
+			free(o2);
+			mbuf[IPK_IMG_HDR_LEN + IPK_IMG_REC_LEN + 3] ^= 1;
+			CHECK("flipped metadata byte refused", apply(NULL, (uint8_t *)mbuf, mlen, &o2, &o2l, &err) < 0 &&
+								    err.code == IPK_EXIT_DATAERR);
+			free(o2);
+			mbuf[IPK_IMG_HDR_LEN + IPK_IMG_REC_LEN + 3] ^= 1;
+			seed("meta-image", mbuf, mlen < 20000 ? mlen : 20000);
+			free(mbuf);
+		}
+		img = encode(NULL, mb, 1, 0, &il, NULL);
+		f = fopen(path, "w");
+		fwrite(d, 1, dl, f);
+		fclose(f);
+		got = ipk_image_open(path, &err);
+		CHECK("a delta does not open as an image", !got && err.code == IPK_EXIT_DATAERR);
+		free(img);
+		unlink(path);
+		rmdir(dir);
+	}
+	free(c);
+	free(d);
+	ipk_memimg_free(ma);
+	ipk_memimg_free(mb);
+	free(a);
+	free(b);
+	free(z);
+	free(r1);
+	free(r2);
+}
+
+/* ---- a synthetic QEMU stream, written the way QEMU 7.2 writes one ---- */
+
+struct sbuf {
+	uint8_t *p;
+	size_t n, cap;
+};
+
+static void sput(struct sbuf *s, const void *p, size_t n)
+{
+	if (s->n + n > s->cap) {
+		s->cap = (s->n + n) * 2;
+		s->p = realloc(s->p, s->cap);
+	}
+	memcpy(s->p + s->n, p, n);
+	s->n += n;
+}
+
+static void sbyte(struct sbuf *s, uint8_t b) { sput(s, &b, 1); }
+
+static void sbe32(struct sbuf *s, uint32_t v)
+{
+	for (int i = 3; i >= 0; i--)
+		sbyte(s, (uint8_t)(v >> (8 * i)));
+}
+
+static void sbe64(struct sbuf *s, uint64_t v)
+{
+	sbe32(s, (uint32_t)(v >> 32));
+	sbe32(s, (uint32_t)v);
+}
+
+static void sstr(struct sbuf *s, const char *str)
+{
+	sbyte(s, (uint8_t)strlen(str));
+	sput(s, str, strlen(str));
+}
+
+/* Blocks "pc.ram" (64 pages) and "vga.vram" (8 pages). version changes some
+ * page contents; libvirt wraps it in a save header. */
+static struct sbuf make_stream(int version, int libvirt, size_t devstate, int npages)
+{
+	struct sbuf s = { 0 };
+	if (libvirt) {
+		uint8_t h[92] = { 0 };
+		const char *xml = "<domain type='qemu'><name>t</name></domain>";
+		memcpy(h, "LibvirtQemudSave", 16);
+		uint32_t f[5] = { 2, (uint32_t)strlen(xml) + 1 + 64, 1, 0, 0 };
+		memcpy(h + 16, f, sizeof(f));
+		sput(&s, h, sizeof(h));
+		sput(&s, xml, strlen(xml) + 1);
+		uint8_t pad[64] = { 0 };
+		sput(&s, pad, sizeof(pad));
+	}
+	sbe32(&s, 0x5145564d);
+	sbe32(&s, 3);
+	sbyte(&s, 0x07);
+	sbe32(&s, 10);
+	sput(&s, "pc-q35-7.2", 10);
+	/* START "ram": block list */
+	sbyte(&s, 0x01), sbe32(&s, 2), sstr(&s, "ram"), sbe32(&s, 0), sbe32(&s, 4);
+	sbe64(&s, ((uint64_t)(npages + 8) * 4096) | 0x04);
+	sstr(&s, "pc.ram"), sbe64(&s, (uint64_t)npages * 4096);
+	sstr(&s, "vga.vram"), sbe64(&s, 8 * 4096);
+	sbe64(&s, 0x10);
+	sbyte(&s, 0x7e), sbe32(&s, 2);
+	uint8_t page[4096];
+	for (int part = 0; part < 2; part++) {
+		sbyte(&s, part ? 0x03 : 0x02), sbe32(&s, 2);
+		for (int i = 0; i < npages; i++) {
+			uint16_t fl = (i % 5 == 0) ? 0x02 : 0x08;
+			if (part == 1 && i % 7)
+				continue; /* the END section re-sends every 7th page */
+			sbe64(&s, ((uint64_t)i * 4096) | fl | (i ? 0x20 : 0));
+			if (i == 0)
+				sstr(&s, "pc.ram");
+			if (fl == 0x02) {
+				sbyte(&s, 0);
+			} else {
+				for (int k = 0; k < 4096; k++)
+					page[k] = (uint8_t)(k * i + part + (i == 9 ? version : 0) + (k == 77 && i == 20 ? version * 3 : 0));
+				sput(&s, page, sizeof(page));
+			}
+		}
+		if (part == 0)
+			for (int i = 0; i < 8; i++) {
+				sbe64(&s, ((uint64_t)i * 4096) | 0x08 | (i ? 0x20 : 0));
+				if (i == 0)
+					sstr(&s, "vga.vram");
+				memset(page, 0x11 * (i + 1), sizeof(page));
+				sput(&s, page, sizeof(page));
+			}
+		sbe64(&s, 0x10);
+		sbyte(&s, 0x7e), sbe32(&s, 2);
+	}
+	/* device state (not interpreted), EOF */
+	sbyte(&s, 0x04), sbe32(&s, 3), sstr(&s, "timer"), sbe32(&s, 0), sbe32(&s, 2);
+	for (size_t i = 0; i < devstate; i++)
+		sbyte(&s, (uint8_t)(i * version));
+	sbyte(&s, 0x7e), sbe32(&s, 3);
+	sbyte(&s, 0x00);
+	return s;
+}
+
+static void test_qemu_synthetic(void)
+{
+	for (int lv = 0; lv < 2; lv++) {
+		struct sbuf a = make_stream(1, lv, 100, 64), b = make_stream(2, lv, 100, 64);
+		struct ipk_memimg *ma = mk(a.p, a.n), *mb = mk(b.p, b.n);
+		char t[128];
+		snprintf(t, sizeof(t), "synthetic %s: detected and parsed", lv ? "libvirt save" : "QEMU stream");
+		CHECK(t, ma && mb && ipk_memimg_kind(ma) == (lv ? IPK_MI_LIBVIRT : IPK_MI_QEMU));
+		if (!ma || !mb)
+			return;
+		struct ipk_memimg_stats st;
+		ipk_memimg_stats(ma, &st);
+		snprintf(t, sizeof(t), "synthetic %s: 82 records, 72 pages, 13 zero", lv ? "libvirt" : "QEMU");
+		CHECK(t, st.records == 64 + 8 + 10 && st.pages == 72 && st.zero_pages == 13);
+		/* A re-sent page supersedes the first version. */
+		const struct ipk_mi_page *p = ipk_memimg_find(ma, 14 * 4096, NULL);
+		size_t ni;
+		const struct ipk_mi_item *items = ipk_memimg_items(ma, &ni);
+		int later = 0;
+		for (size_t i = 0; p && i < ni; i++)
+			if (items[i].type == IPK_MI_PAGE && items[i].addr == 14 * 4096 && i > p->item)
+				later = 1;
+		CHECK("the latest record of a page address wins", p && !later && p->item > 64);
+		const struct ipk_mi_page *v = ipk_memimg_find(ma, 64 * 4096 + 3 * 4096, NULL);
+		uint8_t scratch[4096];
+		CHECK("second block pages are addressed after the first", v && ipk_memimg_page_data(ma, v, scratch)[5] == 0x44);
+				char tmpl[] = "/tmp/ipkit-qs.XXXXXX";
+		int tfd = mkstemp(tmpl);
+		struct ipk_err err = { 0 };
+		int rc = ipk_memimg_write(ma, tfd, &err);
+		struct ipk_memimg *back = ipk_memimg_open(tmpl, &err);
+		size_t bl;
+		const uint8_t *bb = back ? ipk_memimg_bytes(back, &bl) : NULL;
+		snprintf(t, sizeof(t), "synthetic %s: rebuilt byte for byte", lv ? "libvirt" : "QEMU");
+		CHECK(t, rc == 0 && bb && bl == a.n && !memcmp(bb, a.p, a.n));
+		ipk_memimg_free(back);
+		close(tfd);
+		unlink(tmpl);
+		round_trip(lv ? "synthetic libvirt save" : "synthetic QEMU stream", a.p, a.n, b.p, b.n);
+		size_t dl;
+		struct ipk_delta_stats ds;
+		uint8_t *d = encode(ma, mb, 2, 0, &dl, &ds);
+		snprintf(t, sizeof(t), "synthetic %s: only the changed pages are coded (%llu)", lv ? "libvirt" : "QEMU",
+			 (unsigned long long)(ds.pages_lz4 + ds.pages_xor));
+		/* page 9 changed (20 is a zero record); the first versions of the 8
+		 * non-zero re-sent pages differ from the base's latest */
+		CHECK(t, ds.pages_lz4 + ds.pages_xor == 9 && ds.pages == 82);
+		seed(lv ? "libvirt-delta" : "qemu-delta", d, dl);
+		if (!lv)
+			seed("qemu-stream", a.p, a.n);
+		else
+			seed("libvirt-save", a.p, a.n);
+		free(d);
+		/* Refusals: truncated stream, unknown record flags. */
+		struct ipk_memimg *bad = ipk_memimg_from_mem(a.p, a.n - 300, 0, 0, "cut", &err);
+		CHECK("truncated QEMU stream refused", !bad && err.code == IPK_EXIT_DATAERR && strstr(err.msg, "truncated"));
+		ipk_memimg_free(bad);
+		ipk_memimg_free(ma);
+		ipk_memimg_free(mb);
+		free(a.p);
+		free(b.p);
+	}
+	{
+		/* ~640 KB of pages, then 520 KB of device state: rendering must
+		 * flush its 1 MiB buffer before copying the opaque item. */
+		struct sbuf big = make_stream(3, 0, 520000, 160);
+		struct ipk_memimg *mbig = mk(big.p, big.n);
+		char tmpl[] = "/tmp/ipkit-qs.XXXXXX";
+		int tfd = mkstemp(tmpl);
+		struct ipk_err err = { 0 };
+		int rc = mbig ? ipk_memimg_write(mbig, tfd, &err) : -1;
+		close(tfd);
+		struct ipk_memimg *back = ipk_memimg_open(tmpl, &err);
+		size_t bl;
+		const uint8_t *bb = back ? ipk_memimg_bytes(back, &bl) : NULL;
+		CHECK("large device state: rebuilt byte for byte", rc == 0 && bb && bl == big.n && !memcmp(bb, big.p, bl));
+		ipk_memimg_free(back);
+		ipk_memimg_free(mbig);
+		unlink(tmpl);
+		free(big.p);
+	}
+	struct sbuf s = make_stream(1, 0, 100, 64);
+	/* The first page record follows 8+15+17+8+ (1+6+8)+(1+8+8) +8 +5 +5 bytes. */
+	size_t rec = 8 + 15 + 17 + 8 + 15 + 17 + 8 + 5 + 5;
+	s.p[rec + 7] = 0x40 | 0x08; /* XBZRLE */
+	struct ipk_err err = { 0 };
+	struct ipk_memimg *bad = ipk_memimg_from_mem(s.p, s.n, 0, 0, "xbzrle", &err);
+	CHECK("unsupported RAM record refused", !bad && strstr(err.msg, "unsupported RAM record flags"));
+	free(s.p);
+}
+
+/* A synthetic process dump: maps text, pages at scattered addresses. */
+static struct sbuf make_proc(int version)
+{
+	struct sbuf s = { 0 };
+	const char *maps = "55d0c0000000-55d0c0004000 rw-p 00000000 00:00 0 [heap]\n";
+	sput(&s, "IPKPROC1", 8);
+	uint8_t w[4] = { 0x39, 0x30, 0, 0 };
+	sput(&s, w, 4);
+	uint32_t ml = (uint32_t)strlen(maps);
+	uint8_t l[4] = { (uint8_t)ml, (uint8_t)(ml >> 8), 0, 0 };
+	sput(&s, l, 4);
+	sput(&s, maps, ml);
+	uint8_t page[4096];
+	for (int i = 0; i < 20; i++) {
+		uint64_t a = 0x55d0c0000000ull + (uint64_t)(i < 10 ? i : i + 1000) * 4096;
+		uint8_t ab[8];
+		for (int k = 0; k < 8; k++)
+			ab[k] = (uint8_t)(a >> (8 * k));
+		sput(&s, ab, 8);
+		for (int k = 0; k < 4096; k++)
+			page[k] = (uint8_t)(i % 4 == 0 ? 0 : k * i + (i == 7 && k < 100 ? version : 0));
+		sput(&s, page, sizeof(page));
+	}
+	uint8_t end[8];
+	memset(end, 0xff, sizeof(end));
+	sput(&s, end, 8);
+	return s;
+}
+
+static void test_process_dump(void)
+{
+	struct sbuf a = make_proc(1), b = make_proc(2);
+	struct ipk_memimg *ma = mk(a.p, a.n);
+	struct ipk_memimg_stats st;
+	if (ma)
+		ipk_memimg_stats(ma, &st);
+	CHECK("process dump: detected, 20 pages, 5 zero",
+	      ma && ipk_memimg_kind(ma) == IPK_MI_PROCESS && st.pages == 20 && st.zero_pages == 5);
+	CHECK("process dump: page by virtual address", ma && ipk_memimg_find(ma, 0x55d0c0000000ull + 1011 * 4096, NULL));
+	round_trip("process dump", a.p, a.n, b.p, b.n);
+	struct ipk_memimg *mb = mk(b.p, b.n);
+	size_t dl;
+	struct ipk_delta_stats ds;
+	uint8_t *d = encode(ma, mb, 1, 0, &dl, &ds);
+	CHECK("process dump: one page changed", ds.pages_lz4 + ds.pages_xor == 1 && ds.pages_same == 19);
+	free(d);
+	struct ipk_err err = { 0 };
+	struct ipk_memimg *bad = ipk_memimg_from_mem(a.p, a.n - 8, 0, 0, "cut", &err);
+	CHECK("truncated process dump refused", !bad && err.code == IPK_EXIT_DATAERR);
+	ipk_memimg_free(bad);
+	seed("process-dump", a.p, a.n);
+	ipk_memimg_free(ma);
+	ipk_memimg_free(mb);
+	free(a.p);
+	free(b.p);
+}
+
+static void test_qemu_real(void)
+{
+	const char *env = getenv("IPKIT_QEMU_IMAGES");
+	if (!env || !*env) {
+		SKIP("real QEMU streams", "IPKIT_QEMU_IMAGES not set (tests/t0410-qemu-stream.sh sets it)");
+		return;
+	}
+	char a[2048], b[2048];
+	if (sscanf(env, "%2047s %2047s", a, b) != 2) {
+		CHECK("IPKIT_QEMU_IMAGES names two files", 0);
+		return;
+	}
+	struct ipk_err err = { 0 };
+	struct ipk_memimg *ma = ipk_memimg_open(a, &err), *mb = ipk_memimg_open(b, &err);
+	CHECK("real QEMU streams parse", ma && mb && ipk_memimg_kind(ma) != IPK_MI_PLAIN);
+	if (ma)
+		printf("# real stream A: kind %s\n", ipk_memimg_kind(ma) == IPK_MI_LIBVIRT ? "libvirt save image" : "QEMU stream");
+	if (!ma || !mb) {
+		printf("# %s\n", err.msg);
+		ipk_memimg_free(ma);
+		ipk_memimg_free(mb);
+		return;
+	}
+	struct ipk_memimg_stats st;
+	ipk_memimg_stats(mb, &st);
+	printf("# real stream B: %llu bytes, %llu records, %llu pages, %llu zero, %llu opaque bytes\n",
+	       (unsigned long long)st.bytes, (unsigned long long)st.records, (unsigned long long)st.pages,
+	       (unsigned long long)st.zero_pages, (unsigned long long)st.opaque_bytes);
+	CHECK("real QEMU stream: pages found", st.pages > 1000 && st.opaque_bytes < st.bytes / 10);
+	char tmpl[] = "/tmp/ipkit-qs.XXXXXX";
+	int tfd = mkstemp(tmpl);
+	int rc = ipk_memimg_write(ma, tfd, &err);
+	close(tfd);
+	struct ipk_memimg *back = ipk_memimg_open(tmpl, &err);
+	size_t al, bl;
+	const uint8_t *ab = ipk_memimg_bytes(ma, &al), *bb = back ? ipk_memimg_bytes(back, &bl) : NULL;
+	CHECK("real QEMU stream: parse and rebuild give identical bytes", rc == 0 && bb && al == bl && !memcmp(ab, bb, al));
+	ipk_memimg_free(back);
+	unlink(tmpl);
+	size_t nl;
+	const uint8_t *nb = ipk_memimg_bytes(mb, &nl);
+	round_trip("real QEMU streams A to B", ab, al, nb, nl);
+	size_t dl;
+	struct ipk_delta_stats ds;
+	uint8_t *d = encode(ma, mb, 2, 0, &dl, &ds);
+	printf("# real delta: %zu bytes for %zu; pages same %llu zero %llu lz4 %llu xor %llu\n", dl, nl,
+	       (unsigned long long)ds.pages_same, (unsigned long long)ds.pages_zero,
+	       (unsigned long long)ds.pages_lz4, (unsigned long long)ds.pages_xor);
+	CHECK("real QEMU streams: delta far smaller than NEW", dl < nl / 4);
+	free(d);
+	ipk_memimg_free(ma);
+	ipk_memimg_free(mb);
+}
+
+int main(void)
+{
+	test_plain();
+	test_qemu_synthetic();
+	test_process_dump();
+	test_qemu_real();
+	CHECK_DONE();
+}

@@ -1,0 +1,261 @@
+/* ip-delta - LZ4 deltas between memory images, and their application. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "delta.h"
+#include "image.h"
+#include "memimg.h"
+#include "outfile.h"
+#include "record.h"
+
+enum { OPT_IMAGE = 256, OPT_NO_XOR, OPT_ACCEL, OPT_RECORD };
+
+static const struct ipk_opt opts[] = {
+	{ "output", required_argument, 'o', "FILE", "write the delta (or with --apply the content) to FILE; - is stdout (default)" },
+	{ "apply", no_argument, 'a', NULL, "apply: BASE DELTA... reconstructs the content, deltas applied in order" },
+	{ "image", no_argument, OPT_IMAGE, NULL, "no base: encode NEW as an ipkit image, or with --apply decode an image" },
+	{ "threads", required_argument, 'j', "N", "encoding threads (default: online CPUs)" },
+	{ "no-xor", no_argument, OPT_NO_XOR, NULL, "never code a page as LZ4 of its XOR with the base page" },
+	{ "acceleration", required_argument, OPT_ACCEL, "N", "LZ4 acceleration, 1 (default, smallest) to 65537" },
+	{ "record", required_argument, OPT_RECORD, "FILE", "write the delta record to FILE (default: stdout unless the data goes there)" },
+	{ NULL, 0, 0, NULL, NULL },
+};
+
+static const struct ipk_prog prog = {
+	.name = "ip-delta",
+	.synopsis = "[OPTION]... BASE NEW | --apply [OPTION]... BASE DELTA... | --image [--apply] [OPTION]... FILE",
+	.summary = "Encode what a memory image has that its base has not as an LZ4 delta, or apply such deltas.",
+	.opts = opts,
+};
+
+static void hexid(const struct ipk_memimg *m, char out[33])
+{
+	uint64_t lo, hi;
+	ipk_memimg_hash(m, &lo, &hi);
+	snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, hi, lo);
+}
+
+/* Apply one delta (path, "-" stdin) to base into memory; returns the result. */
+static struct ipk_memimg *apply_to_memory(const struct ipk_memimg *base, const char *path, struct ipk_delta_stats *st,
+					  struct ipk_err *err)
+{
+	FILE *in = strcmp(path, "-") ? fopen(path, "r") : stdin;
+	if (!in) {
+		ipk_err_set(err, errno == ENOENT ? IPK_EXIT_NOINPUT : IPK_EXIT_IOERR, "open delta '%s': %s", path,
+			    strerror(errno));
+		return NULL;
+	}
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&buf, &len);
+	int rc = mem ? ipk_delta_apply(base, in, path, mem, st, err) : -1;
+	if (!mem)
+		ipk_err_set(err, IPK_EXIT_OSERR, "apply delta '%s': out of memory", path);
+	if (mem)
+		fclose(mem);
+	if (in != stdin)
+		fclose(in);
+	if (rc < 0) {
+		free(buf);
+		return NULL;
+	}
+	return ipk_memimg_from_mem(buf, len, 1, 0, path, err);
+}
+
+static int emit_record(const char *where, const char *mode, const char *base_id, const char *new_id,
+		       const char *path, const struct ipk_delta_stats *st, int threads, double secs_read,
+		       double secs_total, struct ipk_err *err)
+{
+	FILE *f = stdout;
+	if (strcmp(where, "-") && !(f = fopen(where, "a")))
+		return ipk_err_set(err, IPK_EXIT_CANTCREAT, "open record file '%s': %s", where, strerror(errno));
+	cJSON *o = ipk_record_new("delta", ipk_now());
+	cJSON_AddStringToObject(o, "mode", mode);
+	cJSON_AddStringToObject(o, "base", base_id);
+	cJSON_AddStringToObject(o, "new", new_id);
+	cJSON_AddStringToObject(o, "path", path);
+	cJSON_AddNumberToObject(o, "bytes_in", (double)st->bytes_in);
+	cJSON_AddNumberToObject(o, "bytes_out", (double)st->bytes_out);
+	if (!strcmp(mode, "encode")) {
+		cJSON_AddNumberToObject(o, "pages", (double)st->pages);
+		cJSON_AddNumberToObject(o, "pages_changed", (double)(st->pages_lz4 + st->pages_xor));
+		cJSON_AddNumberToObject(o, "pages_new", (double)st->pages_new);
+		cJSON_AddNumberToObject(o, "pages_removed", (double)st->pages_removed);
+		cJSON_AddNumberToObject(o, "pages_xor", (double)st->pages_xor);
+		cJSON_AddNumberToObject(o, "pages_zero", (double)st->pages_zero);
+		cJSON_AddNumberToObject(o, "pages_same", (double)st->pages_same);
+		cJSON_AddNumberToObject(o, "opaque_bytes", (double)st->opaque_bytes);
+		cJSON_AddNumberToObject(o, "threads", threads);
+	}
+	cJSON *s = cJSON_AddObjectToObject(o, "seconds");
+	cJSON_AddNumberToObject(s, "read", secs_read);
+	if (!strcmp(mode, "encode")) {
+		cJSON_AddNumberToObject(s, "encode", st->t_encode);
+		cJSON_AddNumberToObject(s, "write", st->t_write);
+		cJSON_AddNumberToObject(s, "cpu_main", st->cpu_main);
+		cJSON_AddNumberToObject(s, "cpu_helpers", st->cpu_helpers);
+		cJSON_AddNumberToObject(o, "batches_main", (double)st->batches_main);
+		cJSON_AddNumberToObject(o, "batches_helpers", (double)st->batches_helpers);
+	} else {
+		cJSON_AddNumberToObject(s, "apply", st->t_encode);
+	}
+	cJSON_AddNumberToObject(s, "total", secs_total);
+	struct ipk_writer w;
+	ipk_writer_init(&w, f);
+	int rc = ipk_write(&w, o, err);
+	if (rc == 0)
+		rc = ipk_writer_finish(&w, err);
+	cJSON_Delete(o);
+	if (f != stdout)
+		fclose(f);
+	return rc;
+}
+
+static int cmd_delta(int argc, char **argv)
+{
+	struct ipk_cli cli;
+	struct ipk_err err = { 0 };
+	int status = IPK_EXIT_OK, apply = 0, image = 0;
+	const char *output = "-", *record = NULL;
+	struct ipk_delta_opts dopts = { .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .acceleration = 1 };
+	struct ipk_memimg *base = NULL, *cur = NULL;
+	struct ipk_outfile out = { 0 };
+
+	if (ipk_cli_init(&cli, &prog, argc, argv) < 0) {
+		status = ipk_fail(&cli, &cli.err);
+		goto done;
+	}
+	int c;
+	long lv;
+	while ((c = ipk_cli_next(&cli)) >= 0) {
+		int bad = 0;
+		switch (c) {
+		case 'o': output = cli.optarg; break;
+		case 'a': apply = 1; break;
+		case OPT_IMAGE: image = 1; break;
+		case OPT_NO_XOR: dopts.no_xor = 1; break;
+		case OPT_RECORD: record = cli.optarg; break;
+		case 'j':
+			bad = ipk_parse_long(&cli, "threads", cli.optarg, 1, 64, &lv);
+			dopts.threads = (int)lv;
+			break;
+		case OPT_ACCEL:
+			bad = ipk_parse_long(&cli, "acceleration", cli.optarg, 1, 65537, &lv);
+			dopts.acceleration = (int)lv;
+			break;
+		}
+		if (bad) {
+			status = cli.status ? cli.status : IPK_EXIT_USAGE;
+			goto done;
+		}
+	}
+	if (c == IPK_CLI_EXIT) {
+		status = cli.status;
+		goto done;
+	}
+	int nops = argc - cli.optind;
+	char **ops = argv + cli.optind;
+	if (image ? nops != 1 : apply ? nops < 2 : nops != 2) {
+		status = (ipk_cli_usage_error(&cli, "%s", image ? "--image takes one FILE" :
+							  apply ? "--apply takes BASE and at least one DELTA" :
+								  "give BASE and NEW"),
+			  IPK_EXIT_USAGE);
+		goto done;
+	}
+	int stdin_uses = 0;
+	for (int i = 0; i < nops; i++)
+		stdin_uses += !strcmp(ops[i], "-");
+	if (stdin_uses > 1) {
+		status = (ipk_cli_usage_error(&cli, "only one operand can be - (stdin)"), IPK_EXIT_USAGE);
+		goto done;
+	}
+	if (!record)
+		record = strcmp(output, "-") ? "-" : NULL;
+	signal(SIGPIPE, SIG_IGN);
+	double t0 = ipk_mono();
+	struct ipk_delta_stats st;
+	char base_id[33] = "", new_id[33] = "";
+
+	if (!apply) {
+		/* Encode NEW (ops[last]) against BASE, or as an image. */
+		if (!image && !(base = ipk_image_open(ops[0], &err)))
+			goto fail;
+		if (!(cur = ipk_image_open(ops[nops - 1], &err)))
+			goto fail;
+		double t_read = ipk_mono() - t0;
+		ipk_info(&cli, "read %s in %.3f s", ops[nops - 1], t_read);
+		if (ipk_outfile_open(&out, output, &err) < 0 || ipk_delta_encode(base, cur, out.f, &dopts, &st, &err) < 0 ||
+		    ipk_outfile_commit(&out, &err) < 0)
+			goto fail;
+		if (base)
+			hexid(base, base_id);
+		hexid(cur, new_id);
+		if (record && emit_record(record, "encode", base_id, new_id, output, &st, dopts.threads, t_read,
+					  ipk_mono() - t0, &err) < 0)
+			goto fail;
+		goto done;
+	}
+
+	/* Apply: BASE D1 D2 ... (or --image IMAGE): all but the last delta in
+	 * memory, the last into OUT through a temporary file. */
+	int first = 0;
+	if (!image) {
+		if (!(base = ipk_image_open(ops[0], &err)))
+			goto fail;
+		hexid(base, base_id);
+		first = 1;
+	}
+	double t_read = ipk_mono() - t0;
+	for (int i = first; i < nops - 1; i++) {
+		struct ipk_memimg *next = apply_to_memory(base, ops[i], &st, &err);
+		if (!next)
+			goto fail;
+		ipk_memimg_free(base);
+		base = next;
+	}
+	FILE *in = strcmp(ops[nops - 1], "-") ? fopen(ops[nops - 1], "r") : stdin;
+	if (!in) {
+		ipk_err_set(&err, errno == ENOENT ? IPK_EXIT_NOINPUT : IPK_EXIT_IOERR, "open delta '%s': %s",
+			    ops[nops - 1], strerror(errno));
+		goto fail;
+	}
+	int rc;
+	if (strcmp(output, "-"))
+		rc = ipk_delta_apply_to_path(base, in, ops[nops - 1], output, &st, &err);
+	else if (isatty(1))
+		rc = ipk_err_set(&err, IPK_EXIT_USAGE, "write binary data to a terminal: refused (use -o FILE or a pipe)");
+	else
+		rc = ipk_delta_apply(base, in, ops[nops - 1], stdout, &st, &err);
+	if (in != stdin)
+		fclose(in);
+	if (rc < 0)
+		goto fail;
+	if (record) {
+		/* The content's id: its XXH3-128, as verified by the apply. */
+		snprintf(new_id, sizeof(new_id), "%016" PRIx64 "%016" PRIx64, st.id_hi, st.id_lo);
+		if (emit_record(record, "apply", base_id, new_id, output, &st, 1, t_read, ipk_mono() - t0, &err) < 0)
+			goto fail;
+	}
+	goto done;
+fail:
+	ipk_outfile_abort(&out);
+	status = ipk_fail(&cli, &err);
+done:
+	ipk_memimg_free(base);
+	ipk_memimg_free(cur);
+	ipk_cli_free(&cli);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	return cmd_delta(argc, argv);
+}
