@@ -9,7 +9,12 @@
 
 struct ipk_dataset *ipk_dataset_new(void)
 {
-	return calloc(1, sizeof(struct ipk_dataset));
+	struct ipk_dataset *d = calloc(1, sizeof(struct ipk_dataset));
+	if (d && !(d->hist = ipk_histdb_new())) {
+		free(d);
+		return NULL;
+	}
+	return d;
 }
 
 void ipk_dataset_free(struct ipk_dataset *d)
@@ -26,6 +31,7 @@ void ipk_dataset_free(struct ipk_dataset *d)
 	}
 	free(d->s);
 	free(d->hash);
+	ipk_histdb_free(d->hist);
 	free(d);
 }
 
@@ -81,6 +87,10 @@ static struct ipk_series *find_or_add(struct ipk_dataset *d, const struct ipk_sa
 	snprintf(s->user, sizeof(s->user), "%s", smp->user);
 	if (!(s->fs = ipk_feat_new()))
 		return NULL;
+	if (smp->user[0] && !(s->uh = ipk_histdb_get(d->hist, smp->user))) {
+		ipk_feat_free(s->fs);
+		return NULL;
+	}
 	d->hash[k] = d->n++;
 	if (d->n * 2 > d->hcap && rehash(d, d->hcap * 2) < 0)
 		return NULL;
@@ -113,7 +123,9 @@ int ipk_dataset_add(struct ipk_dataset *d, const struct ipk_sample *smp, struct 
 	struct ipk_series *s = find_or_add(d, smp);
 	if (!s || (s->n == s->cap && grow(s) < 0))
 		return ipk_err_set(err, IPK_EXIT_OSERR, "gather samples '%s': out of memory", smp->session);
-	if (ipk_feat_step(s->fs, smp, s->raw + s->n * IPK_FEAT_COUNT) < 0) {
+	if (!s->uh && smp->user[0] && !(s->uh = ipk_histdb_get(d->hist, smp->user)))
+		return ipk_err_set(err, IPK_EXIT_OSERR, "gather samples '%s': out of memory", smp->session);
+	if (ipk_feat_step(s->fs, smp, s->uh, s->raw + s->n * IPK_FEAT_COUNT) < 0) {
 		d->out_of_order++;
 		return 0;
 	}

@@ -2,6 +2,10 @@
  * evaluation: each session's timestamps, event counts, raw features
  * (feature.h) and idle times, in stream order.
  *
+ * The user_* features (feature.h) come from per-user histories the dataset
+ * builds as it reads, starting empty: a sample only sees the gaps of its
+ * user that ended before it, in the order samples were added.
+ *
  * Ownership: a dataset from ipk_dataset_new() owns its series and their
  * arrays; free it with ipk_dataset_free() (NULL is fine). Pointers into a
  * series stay valid until the next ipk_dataset_add() or the free.
@@ -11,6 +15,7 @@
 
 #include "feature.h"
 #include "sample.h"
+#include "userhist.h"
 
 struct ipk_series {
 	char session[128];
@@ -23,6 +28,7 @@ struct ipk_series {
 	/* private */
 	long cap;
 	struct ipk_feat_state *fs;
+	struct ipk_hist *uh;   /* the user's history in the dataset's table, or NULL */
 };
 
 struct ipk_dataset {
@@ -31,6 +37,7 @@ struct ipk_dataset {
 	long samples;       /* samples added */
 	long out_of_order;  /* samples refused: not after their session's previous */
 	/* private */
+	struct ipk_histdb *hist; /* per-user histories, built from the samples in stream order */
 	int cap;
 	int *hash;
 	int hcap;

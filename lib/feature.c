@@ -10,6 +10,8 @@ static const char *const names[IPK_FEAT_COUNT] = {
 	"log_rx_pkts", "log_tx_pkts", "cpu", "gpu", "log_fps",
 	"log_idle_s", "log_events_10s", "log_events_60s", "log_events_300s", "active_frac_60s",
 	"log_prev_gap_s", "log_age_s",
+	"log_events_3s", "events_trend", "log_burst_s", "gaps_60s", "log_since_click_s", "log_since_key_s",
+	"user_surv_5", "user_surv_10", "user_surv_30", "user_log_gaps", "user_active_frac",
 	"has_input", "has_net", "has_cpu", "has_gpu", "has_fps",
 };
 
@@ -19,9 +21,9 @@ const char *ipk_feat_name(int i)
 }
 
 /* The last RING intervals are kept for the rolling counts: with 1 s samples
- * that covers the longest horizon (300 s) several times over; with much
+ * that covers the longest horizon (300 s) exactly; with
  * shorter intervals the horizons are cut to the last RING intervals. */
-#define RING 1024
+#define RING 304
 
 struct ipk_feat_state {
 	int started;
@@ -29,6 +31,8 @@ struct ipk_feat_state {
 	double last_active;  /* end of the last active interval, or -inf */
 	double prev_gap;     /* last completed gap, s */
 	double idle;
+	double burst_start;  /* start of the current run of active intervals, or NaN */
+	double last_click, last_key; /* end of the last interval with one, or -inf */
 	int head, count;
 	double ts[RING];
 	float ev[RING];      /* events, NaN when unknown */
@@ -39,6 +43,9 @@ struct ipk_feat_state *ipk_feat_new(void)
 	struct ipk_feat_state *st = calloc(1, sizeof(*st));
 	if (st) {
 		st->last_active = -INFINITY;
+		st->last_click = -INFINITY;
+		st->last_key = -INFINITY;
+		st->burst_start = NAN;
 		st->idle = -1;
 	}
 	return st;
@@ -47,6 +54,11 @@ struct ipk_feat_state *ipk_feat_new(void)
 void ipk_feat_free(struct ipk_feat_state *st)
 {
 	free(st);
+}
+
+size_t ipk_feat_state_bytes(void)
+{
+	return sizeof(struct ipk_feat_state);
 }
 
 double ipk_feat_idle(const struct ipk_feat_state *st)
@@ -70,7 +82,17 @@ static float raw01(const struct ipk_sample *s, enum ipk_field f)
 	return (float)(v < 0 ? 0 : v > 1 ? 1 : v);
 }
 
-int ipk_feat_step(struct ipk_feat_state *st, const struct ipk_sample *s, float *raw)
+/* log1p(seconds since the end of the interval at `when`; since the session
+ * start when never) when the sample carries field f, else NaN. */
+static float since(const struct ipk_feat_state *st, const struct ipk_sample *s, enum ipk_field f, double when)
+{
+	if (!ipk_sample_has(s, f))
+		return NAN;
+	double t = s->ts - (when > -INFINITY ? when : st->start);
+	return (float)log1p(t > 0 ? t : 0);
+}
+
+int ipk_feat_step(struct ipk_feat_state *st, const struct ipk_sample *s, struct ipk_hist *hist, float *raw)
 {
 	double t = s->ts;
 	if (st->started && !(t > st->last_ts))
@@ -83,14 +105,27 @@ int ipk_feat_step(struct ipk_feat_state *st, const struct ipk_sample *s, float *
 	int has_in = ipk_sample_has(s, IPK_F_EVENTS);
 	float ev = has_in ? (float)(s->val[IPK_F_EVENTS] > 0 ? s->val[IPK_F_EVENTS] : 0) : NAN;
 	int active = has_in && ev > 0;
+	double iv = s->interval > 0 ? s->interval : 1;
 	if (active) {
-		if (st->last_active > -INFINITY)
+		if (st->last_active > -INFINITY) {
 			st->prev_gap = t - st->last_active;
+			if (hist)
+				ipk_hist_add_gap(hist, st->prev_gap);
+		}
+		if (!(st->last_active > t - iv * 1.5) || st->burst_start != st->burst_start)
+			st->burst_start = t - iv;
 		st->last_active = t;
 		st->idle = 0;
 	} else {
 		st->idle = t - (st->last_active > -INFINITY ? st->last_active : st->start);
+		st->burst_start = NAN;
 	}
+	if (hist && has_in)
+		ipk_hist_add_interval(hist, active);
+	if (ipk_sample_has(s, IPK_F_CLICKS) && s->val[IPK_F_CLICKS] > 0)
+		st->last_click = t;
+	if (ipk_sample_has(s, IPK_F_KEYS) && s->val[IPK_F_KEYS] > 0)
+		st->last_key = t;
 	st->head = (st->head + 1) % RING;
 	st->ts[st->head] = t;
 	st->ev[st->head] = ev;
@@ -98,8 +133,8 @@ int ipk_feat_step(struct ipk_feat_state *st, const struct ipk_sample *s, float *
 		st->count++;
 
 	/* rolling sums, newest first */
-	double sum10 = 0, sum60 = 0, sum300 = 0;
-	int n60 = 0, act60 = 0;
+	double sum3 = 0, sum10 = 0, sum20 = 0, sum60 = 0, sum300 = 0;
+	int n60 = 0, act60 = 0, gaps60 = 0, newer_active = -1;
 	for (int k = 0; k < st->count; k++) {
 		int i = (st->head - k + RING) % RING;
 		double age = t - st->ts[i];
@@ -113,9 +148,16 @@ int ipk_feat_step(struct ipk_feat_state *st, const struct ipk_sample *s, float *
 			sum60 += e;
 			n60++;
 			act60 += e > 0;
+			/* an active interval followed (newer) by an inactive one */
+			gaps60 += e > 0 && newer_active == 0;
+			newer_active = e > 0;
 		}
+		if (age < 20 - 1e-9)
+			sum20 += e;
 		if (age < 10 - 1e-9)
 			sum10 += e;
+		if (age < 3 - 1e-9)
+			sum3 += e;
 	}
 
 	raw[IPK_FT_EVENTS] = lg(s, IPK_F_EVENTS);
@@ -135,6 +177,21 @@ int ipk_feat_step(struct ipk_feat_state *st, const struct ipk_sample *s, float *
 	raw[IPK_FT_ACTIVE_60S] = has_in && n60 ? (float)act60 / (float)n60 : NAN;
 	raw[IPK_FT_PREV_GAP] = has_in ? (float)log1p(st->prev_gap) : NAN;
 	raw[IPK_FT_AGE] = (float)log1p(t - st->start);
+	raw[IPK_FT_EV_3S] = has_in ? (float)log1p(sum3) : NAN;
+	raw[IPK_FT_EV_TREND] = has_in ? (float)(log1p(sum10) - log1p(sum20 - sum10)) : NAN;
+	raw[IPK_FT_BURST] = has_in ? (float)log1p(active ? t - st->burst_start : 0) : NAN;
+	raw[IPK_FT_GAPS_60S] = has_in ? (float)gaps60 : NAN;
+	raw[IPK_FT_SINCE_CLICK] = since(st, s, IPK_F_CLICKS, st->last_click);
+	raw[IPK_FT_SINCE_KEY] = since(st, s, IPK_F_KEYS, st->last_key);
+	if (hist && has_in && hist->gaps > 0) {
+		raw[IPK_FT_U_SURV5] = (float)ipk_hist_score(hist, st->idle, 5);
+		raw[IPK_FT_U_SURV10] = (float)ipk_hist_score(hist, st->idle, 10);
+		raw[IPK_FT_U_SURV30] = (float)ipk_hist_score(hist, st->idle, 30);
+	} else {
+		raw[IPK_FT_U_SURV5] = raw[IPK_FT_U_SURV10] = raw[IPK_FT_U_SURV30] = NAN;
+	}
+	raw[IPK_FT_U_GAPS] = hist ? (float)log1p(hist->gaps) : NAN;
+	raw[IPK_FT_U_ACTIVE] = hist && hist->intervals > 0 ? (float)(hist->active / hist->intervals) : NAN;
 	raw[IPK_FT_HAS_INPUT] = (float)has_in;
 	raw[IPK_FT_HAS_NET] = (float)(ipk_sample_has(s, IPK_F_RX_PKTS) || ipk_sample_has(s, IPK_F_TX_PKTS));
 	raw[IPK_FT_HAS_CPU] = (float)ipk_sample_has(s, IPK_F_CPU);

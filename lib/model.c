@@ -460,3 +460,39 @@ struct ipk_model *ipk_model_load(const char *path, struct ipk_err *err)
 	free(buf);
 	return m;
 }
+
+int ipk_model_find_default(char *path, size_t len, const char **how, struct ipk_err *err)
+{
+	const char *env = getenv("IPKIT_MODEL");
+	if (env && env[0]) {
+		snprintf(path, len, "%s", env);
+		*how = "IPKIT_MODEL";
+		return 0;
+	}
+	char exe[4096];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return ipk_err_set(err, IPK_EXIT_NOINPUT, "find default model '%s': cannot locate the running program: %s",
+				   IPK_MODEL_DEFAULT_NAME, strerror(errno));
+	exe[n] = 0;
+	char *slash = strrchr(exe, '/');
+	if (slash)
+		*slash = 0;
+	static const struct {
+		const char *rel, *how;
+	} cand[] = {
+		{ "/../share/ipkit/", "installed" },
+		{ "/../../models/", "source tree" },
+		{ "/../../../models/", "source tree" },
+	};
+	for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++) {
+		snprintf(path, len, "%s%s%s", exe, cand[i].rel, IPK_MODEL_DEFAULT_NAME);
+		if (access(path, R_OK) == 0) {
+			*how = cand[i].how;
+			return 0;
+		}
+	}
+	return ipk_err_set(err, IPK_EXIT_NOINPUT,
+			   "find default model '%s': not in %s/../share/ipkit nor in a source tree's models/; give --model FILE or set IPKIT_MODEL",
+			   IPK_MODEL_DEFAULT_NAME, exe);
+}

@@ -79,4 +79,16 @@ int ipk_model_save(const struct ipk_model *m, const char *path, struct ipk_err *
  * opened, IPK_EXIT_DATAERR when it is refused (see ipk_model_decode). */
 struct ipk_model *ipk_model_load(const char *path, struct ipk_err *err);
 
+/* The default model's file name and where it is looked for, in order:
+ *   $IPKIT_MODEL when set (used even when it does not exist);
+ *   DIR/../share/ipkit/default.ipkm, DIR being the running program's folder
+ *     (an installed ipkit: PREFIX/bin and PREFIX/share/ipkit);
+ *   DIR/../../models/default.ipkm and DIR/../../../models/default.ipkm
+ *     (programs run from a source tree's build/bin or build/san/bin).
+ * Writes the first that exists (or $IPKIT_MODEL) to path (len bytes) and
+ * "IPKIT_MODEL", "installed" or "source tree" to *how. Returns 0, or -1
+ * with err set (IPK_EXIT_NOINPUT) when none exists. */
+#define IPK_MODEL_DEFAULT_NAME "default.ipkm"
+int ipk_model_find_default(char *path, size_t len, const char **how, struct ipk_err *err);
+
 #endif

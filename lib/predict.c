@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "feature.h"
+#include "lstmcuda.h"
 #include "train.h"
 
 struct sess {
@@ -13,6 +14,9 @@ struct sess {
 	double last_ts;
 	struct ipk_feat_state *fs;
 	struct ipk_lstm_state *ls;
+	struct ipk_hist *uh;
+	int slot;          /* GPU state slot, -1 without */
+	long stamp;        /* batch that has a pending row of this session */
 };
 
 struct ipk_predictor {
@@ -23,6 +27,15 @@ struct ipk_predictor {
 	int n, cap;
 	int *hash, hcap;
 	double last_sweep;
+	struct ipk_histdb *hist, *own_hist;
+	struct ipk_lstm_cuda *cu;
+	int *free_slot, nfree, next_slot;
+	long stamp;
+	/* batch scratch */
+	float *bx, *bp;
+	int *brow, *bslot;
+	struct ipk_lstm_state **bst;
+	int bcap;
 };
 
 static uint64_t hash_str(const char *s)
@@ -53,7 +66,7 @@ static int rehash(struct ipk_predictor *p, int hcap)
 }
 
 struct ipk_predictor *ipk_predictor_new(const struct ipk_model *m, double decide_window, double threshold,
-					double expire, struct ipk_err *err)
+					double expire, struct ipk_histdb *hist, struct ipk_err *err)
 {
 	if (ipk_model_check_features(m, err) < 0)
 		return NULL;
@@ -68,12 +81,19 @@ struct ipk_predictor *ipk_predictor_new(const struct ipk_model *m, double decide
 		return NULL;
 	}
 	struct ipk_predictor *p = calloc(1, sizeof(*p));
+	if (p && !hist && !(hist = p->own_hist = ipk_histdb_new())) {
+		free(p);
+		p = NULL;
+	}
 	if (!p || rehash(p, 64) < 0) {
+		if (p)
+			ipk_histdb_free(p->own_hist);
 		free(p);
 		ipk_err_set(err, IPK_EXIT_OSERR, "create predictor: out of memory");
 		return NULL;
 	}
 	p->m = m;
+	p->hist = hist;
 	p->decide = decide;
 	p->threshold = threshold >= 0 ? threshold : in->threshold[decide];
 	p->expire = expire;
@@ -81,10 +101,13 @@ struct ipk_predictor *ipk_predictor_new(const struct ipk_model *m, double decide
 	return p;
 }
 
-static void sess_free(struct sess *s)
+static void sess_free(struct ipk_predictor *p, struct sess *s)
 {
 	ipk_feat_free(s->fs);
 	ipk_lstm_state_free(s->ls);
+	if (s->slot >= 0 && p)
+		p->free_slot[p->nfree++] = s->slot;
+	s->slot = -1;
 }
 
 void ipk_predictor_free(struct ipk_predictor *p)
@@ -92,9 +115,17 @@ void ipk_predictor_free(struct ipk_predictor *p)
 	if (!p)
 		return;
 	for (int i = 0; i < p->n; i++)
-		sess_free(&p->v[i]);
+		sess_free(NULL, &p->v[i]);
 	free(p->v);
 	free(p->hash);
+	ipk_histdb_free(p->own_hist);
+	ipk_lstm_cuda_free(p->cu);
+	free(p->free_slot);
+	free(p->bx);
+	free(p->bp);
+	free(p->brow);
+	free(p->bslot);
+	free(p->bst);
 	free(p);
 }
 
@@ -109,7 +140,7 @@ static int sweep(struct ipk_predictor *p, double now)
 	int j = 0;
 	for (int i = 0; i < p->n; i++) {
 		if (p->v[i].last_ts < now - p->expire)
-			sess_free(&p->v[i]);
+			sess_free(p, &p->v[i]);
 		else
 			p->v[j++] = p->v[i];
 	}
@@ -140,11 +171,34 @@ static struct sess *find_or_add(struct ipk_predictor *p, const char *name)
 	memset(s, 0, sizeof(*s));
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	s->last_ts = -INFINITY;
+	s->slot = -1;
+	s->stamp = -1;
 	s->fs = ipk_feat_new();
 	s->ls = ipk_lstm_state_new(ipk_model_net(p->m));
 	if (!s->fs || !s->ls) {
-		sess_free(s);
+		sess_free(NULL, s);
 		return NULL;
+	}
+	if (p->cu) {
+		/* every session ever held fits in free_slot: grown with next_slot */
+		int slot = p->nfree ? p->free_slot[--p->nfree] : p->next_slot;
+		if (slot == p->next_slot) {
+			int *fs = realloc(p->free_slot, sizeof(int) * (p->next_slot + 1));
+			if (!fs || ipk_lstm_cuda_reserve(p->cu, p->next_slot + 1, NULL) < 0) {
+				if (fs)
+					p->free_slot = fs;
+				sess_free(NULL, s);
+				return NULL;
+			}
+			p->free_slot = fs;
+			p->next_slot++;
+		}
+		if (ipk_lstm_cuda_reset(p->cu, slot, NULL) < 0) {
+			p->free_slot[p->nfree++] = slot;
+			sess_free(NULL, s);
+			return NULL;
+		}
+		s->slot = slot;
 	}
 	p->hash[k] = p->n++;
 	if (p->n * 2 > p->hcap && rehash(p, p->hcap * 2) < 0)
@@ -164,7 +218,9 @@ int ipk_predictor_step(struct ipk_predictor *p, const struct ipk_sample *smp, st
 	if (!s)
 		return ipk_err_set(err, IPK_EXIT_OSERR, "predict '%s': out of memory", smp->session);
 	float raw[IPK_FEAT_COUNT], x[IPK_FEAT_COUNT];
-	if (ipk_feat_step(s->fs, smp, raw) < 0)
+	if (!s->uh && smp->user[0] && !(s->uh = ipk_histdb_get(p->hist, smp->user)))
+		return ipk_err_set(err, IPK_EXIT_OSERR, "predict '%s': out of memory", smp->session);
+	if (ipk_feat_step(s->fs, smp, s->uh, raw) < 0)
 		return 0;
 	s->last_ts = smp->ts;
 	const struct ipk_model_info *in = ipk_model_info(p->m);
@@ -179,4 +235,113 @@ int ipk_predictor_step(struct ipk_predictor *p, const struct ipk_sample *smp, st
 	/* decided on the value as written (6 decimals), so readers agree */
 	out->above = round(out->p[p->decide] * 1e6) / 1e6 >= round(p->threshold * 1e6) / 1e6;
 	return 1;
+}
+
+int ipk_predictor_use_cuda(struct ipk_predictor *p, struct ipk_err *err)
+{
+	if (p->cu)
+		return 0;
+	if (p->n)
+		return ipk_err_set(err, IPK_EXIT_SOFTWARE, "use device 'cuda': sessions already started on the CPU");
+	p->cu = ipk_lstm_cuda_new(ipk_model_net(p->m), 1024, err);
+	return p->cu ? 0 : -1;
+}
+
+static int batch_grow(struct ipk_predictor *p, int n)
+{
+	if (n <= p->bcap)
+		return 0;
+	int cap = p->bcap ? p->bcap : 64;
+	while (cap < n)
+		cap *= 2;
+	const struct ipk_model_info *in = ipk_model_info(p->m);
+	float *bx = realloc(p->bx, sizeof(float) * (size_t)cap * IPK_FEAT_COUNT);
+	if (bx)
+		p->bx = bx;
+	float *bp = realloc(p->bp, sizeof(float) * (size_t)cap * in->nwin);
+	if (bp)
+		p->bp = bp;
+	int *br = realloc(p->brow, sizeof(int) * cap);
+	if (br)
+		p->brow = br;
+	int *bs = realloc(p->bslot, sizeof(int) * cap);
+	if (bs)
+		p->bslot = bs;
+	struct ipk_lstm_state **bst = realloc(p->bst, sizeof(*bst) * cap);
+	if (bst)
+		p->bst = bst;
+	if (!bx || !bp || !br || !bs || !bst)
+		return -1;
+	p->bcap = cap;
+	return 0;
+}
+
+/* Run the LSTM on the m pending rows and finish their predictions. */
+static int batch_flush(struct ipk_predictor *p, int m, struct ipk_prediction *out, struct ipk_err *err)
+{
+	p->stamp++;
+	if (!m)
+		return 0;
+	const struct ipk_model_info *in = ipk_model_info(p->m);
+	if (p->cu) {
+		if (ipk_lstm_cuda_step(p->cu, p->bslot, m, p->bx, p->bp, err) < 0)
+			return -1;
+	} else {
+		ipk_lstm_step(ipk_model_net(p->m), p->bst, m, p->bx, p->bp);
+	}
+	for (int r = 0; r < m; r++) {
+		struct ipk_prediction *o = &out[p->brow[r]];
+		memcpy(o->p, p->bp + (size_t)r * in->nwin, sizeof(float) * in->nwin);
+		o->above = round(o->p[p->decide] * 1e6) / 1e6 >= round(p->threshold * 1e6) / 1e6;
+	}
+	return 0;
+}
+
+int ipk_predictor_step_batch(struct ipk_predictor *p, const struct ipk_sample *smp, int n,
+			     struct ipk_prediction *out, int *got, struct ipk_err *err)
+{
+	if (n <= 0)
+		return 0;
+	if (batch_grow(p, n) < 0)
+		return ipk_err_set(err, IPK_EXIT_OSERR, "predict: out of memory");
+	if (smp[0].ts - p->last_sweep >= 1.0) {
+		if (sweep(p, smp[0].ts) < 0)
+			return ipk_err_set(err, IPK_EXIT_OSERR, "predict: out of memory");
+		p->last_sweep = smp[0].ts;
+	}
+	const struct ipk_model_info *in = ipk_model_info(p->m);
+	int m = 0;
+	float raw[IPK_FEAT_COUNT];
+	for (int i = 0; i < n; i++) {
+		got[i] = 0;
+		struct sess *s = find_or_add(p, smp[i].session);
+		if (!s)
+			return ipk_err_set(err, IPK_EXIT_OSERR, "predict '%s': out of memory", smp[i].session);
+		if (s->stamp == p->stamp) {
+			/* a second sample of this session: step what is pending first */
+			if (batch_flush(p, m, out, err) < 0)
+				return -1;
+			m = 0;
+		}
+		if (!s->uh && smp[i].user[0] && !(s->uh = ipk_histdb_get(p->hist, smp[i].user)))
+			return ipk_err_set(err, IPK_EXIT_OSERR, "predict '%s': out of memory", smp[i].session);
+		if (ipk_feat_step(s->fs, &smp[i], s->uh, raw) < 0)
+			continue;
+		s->last_ts = smp[i].ts;
+		s->stamp = p->stamp;
+		ipk_norm_apply(in->mean, in->scale, IPK_FEAT_COUNT, raw, p->bx + (size_t)m * IPK_FEAT_COUNT);
+		p->brow[m] = i;
+		p->bslot[m] = s->slot;
+		p->bst[m] = s->ls;
+		m++;
+		struct ipk_prediction *o = &out[i];
+		o->ts = smp[i].ts;
+		o->idle_s = ipk_feat_idle(s->fs);
+		o->nwin = in->nwin;
+		memcpy(o->window, in->window, sizeof(double) * in->nwin);
+		o->decide = p->decide;
+		o->threshold = p->threshold;
+		got[i] = 1;
+	}
+	return batch_flush(p, m, out, err);
 }

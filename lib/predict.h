@@ -10,6 +10,7 @@
 
 #include "model.h"
 #include "sample.h"
+#include "userhist.h"
 
 struct ipk_prediction {
 	double ts;
@@ -27,10 +28,13 @@ struct ipk_predictor;
 /* decide_window: the window (seconds) decisions are taken on, one of the
  * model's; threshold: in 0..1, or negative for the model's own threshold of
  * that window; expire: seconds of stream time after which a session that
- * sent no sample is forgotten. NULL with err set (IPK_EXIT_USAGE: no such
- * window; IPK_EXIT_DATAERR: the model's features are not this build's). */
+ * sent no sample is forgotten; hist: the per-user histories to read and
+ * update (borrowed, must outlive the predictor; e.g. loaded from a state
+ * directory), or NULL for a table of the predictor's own that starts empty.
+ * NULL with err set (IPK_EXIT_USAGE: no such window; IPK_EXIT_DATAERR: the
+ * model's features are not this build's; IPK_EXIT_OSERR). */
 struct ipk_predictor *ipk_predictor_new(const struct ipk_model *m, double decide_window, double threshold,
-					double expire, struct ipk_err *err);
+					double expire, struct ipk_histdb *hist, struct ipk_err *err);
 void ipk_predictor_free(struct ipk_predictor *p);
 
 /* Predict for one sample. Returns 1 with out filled; 0 when the sample was
@@ -38,6 +42,21 @@ void ipk_predictor_free(struct ipk_predictor *p);
  * of memory. */
 int ipk_predictor_step(struct ipk_predictor *p, const struct ipk_sample *s, struct ipk_prediction *out,
 		       struct ipk_err *err);
+
+/* Run the LSTM steps of ipk_predictor_step_batch() on the GPU (lstmcuda.h)
+ * from now on; call before the first sample. Returns 0, or -1 with err set
+ * (IPK_EXIT_UNAVAILABLE: no CUDA in this build or no usable GPU). */
+int ipk_predictor_use_cuda(struct ipk_predictor *p, struct ipk_err *err);
+
+/* Predict for n samples at once (typically the samples of one interval):
+ * features sample by sample in order, then the LSTM for all of them in one
+ * batched step (one kernel launch with the GPU); a session that comes twice
+ * splits the batch so that its steps stay in order. got[i] is 1 when out[i]
+ * holds sample i's prediction, 0 when the sample was skipped (not after its
+ * session's previous one). Gives the same predictions as ipk_predictor_step()
+ * on the CPU. Returns 0, or -1 with err set (out of memory, a GPU error). */
+int ipk_predictor_step_batch(struct ipk_predictor *p, const struct ipk_sample *smp, int n,
+			     struct ipk_prediction *out, int *got, struct ipk_err *err);
 
 /* Sessions currently held. */
 int ipk_predictor_sessions(const struct ipk_predictor *p);

@@ -30,6 +30,9 @@ void ipk_train_report_free(struct ipk_train_report *r)
 	free(r->rows);
 	r->rows = NULL;
 	r->nrows = 0;
+	free(r->lead);
+	r->lead = NULL;
+	r->nlead = 0;
 }
 
 static int add_row(struct ipk_train_report *r, const char *pred, double win, const char *subset,
@@ -159,16 +162,24 @@ static void predict_val(const struct ipk_dataset *d, struct work *w, struct ipk_
 	}
 }
 
+/* The validation score epochs are chosen on: per window, the mean of the
+ * all-step PR-AUC, the early-step PR-AUC and the early-step ROC-AUC (the
+ * early steps are where a model can beat the timer); averaged over windows.
+ * Windows without early positives count their all-step PR-AUC only. */
 static double val_score(struct work *w, int nwin)
 {
 	double s = 0;
 	for (int j = 0; j < nwin; j++) {
-		struct ipk_metrics m;
+		struct ipk_metrics m, e;
 		for (long k = 0; k < w->nval; k++)
 			w->score[k] = w->pred[k * nwin + j];
-		if (ipk_metrics_compute(w->score, w->yval + j, nwin, w->nval, 1, &m, NULL) < 0 || isnan(m.pr_auc))
+		if (ipk_metrics_compute(w->score, w->yval + j, nwin, w->nval, 1, &m, NULL) < 0 || isnan(m.pr_auc) ||
+		    ipk_metrics_compute(w->score, w->yearly + j, nwin, w->nval, 1, &e, NULL) < 0)
 			return NAN;
-		s += m.pr_auc;
+		if (isnan(e.pr_auc) || isnan(e.roc_auc))
+			s += m.pr_auc;
+		else
+			s += (m.pr_auc + e.pr_auc + e.roc_auc) / 3;
 	}
 	return s / nwin;
 }
@@ -397,7 +408,154 @@ int ipk_model_check_features(const struct ipk_model *m, struct ipk_err *err)
 	return 0;
 }
 
-int ipk_eval_model(const struct ipk_model *m, const struct ipk_dataset *d, double early_idle,
+/* The training users a model's meta text names ("train users A,B;"), into
+ * buf; "" when it names none. */
+static void model_train_users(const struct ipk_model *m, char *buf, size_t len)
+{
+	buf[0] = 0;
+	const char *meta = ipk_model_info(m)->meta, *p = strstr(meta, "train users ");
+	if (!p)
+		return;
+	p += strlen("train users ");
+	size_t n = strcspn(p, ";");
+	snprintf(buf, len, "%.*s", (int)(n < len ? n : len - 1), p);
+}
+
+static int in_list(const char *list, const char *user)
+{
+	size_t l = strlen(user);
+	for (const char *p = list; *p;) {
+		size_t n = strcspn(p, ",");
+		if (n == l && l && !strncmp(p, user, l))
+			return 1;
+		p += n + (p[n] == ',');
+	}
+	return 0;
+}
+
+void ipk_eval_defaults(struct ipk_eval_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->early_idle = 2;
+	o->lead_min_gap = 60;
+}
+
+static int add_lead(struct ipk_train_report *r, const struct ipk_lead_row *row)
+{
+	struct ipk_lead_row *v = realloc(r->lead, sizeof(*v) * (r->nlead + 1));
+	if (!v)
+		return -1;
+	r->lead = v;
+	r->lead[r->nlead++] = *row;
+	return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double quantile(const double *v, long n, double q)
+{
+	if (n <= 0)
+		return NAN;
+	double pos = q * (double)(n - 1);
+	long i = (long)floor(pos);
+	double f = pos - (double)i;
+	return i + 1 < n ? v[i] * (1 - f) + v[i + 1] * f : v[i];
+}
+
+/* Lead time over the idle gaps of at least min_gap seconds: for each, the
+ * idle time at the first step (from the gap's last active step on) whose
+ * score is >= th; a gap where that never happens counts as missed. */
+static int lead_times(const struct ipk_dataset *d, const char *skip, const double *score, double th, double min_gap,
+		      const char *pred, double window, double precision, struct ipk_train_report *rep)
+{
+	long cap = 0, n = 0, gaps = 0;
+	double *delay = NULL;
+	long k = 0;
+	for (int i = 0; i < d->n; i++) {
+		const struct ipk_series *s = &d->s[i];
+		if (skip[i])
+			continue;
+		long t = 0;
+		while (t < s->n) {
+			/* a gap starts at an active step followed by an inactive one */
+			if (!(s->events[t] > 0) || t + 1 >= s->n || s->events[t + 1] > 0 || s->events[t + 1] != s->events[t + 1]) {
+				t++;
+				continue;
+			}
+			long e = t + 1;
+			while (e < s->n && s->events[e] == 0)
+				e++;
+			/* the gap runs from ts[t] to ts[e] (next input), or is censored at the end */
+			double len = e < s->n ? s->ts[e] - s->ts[t] : s->ts[s->n - 1] - s->ts[t];
+			if (len >= min_gap && (e < s->n || s->idle[s->n - 1] >= min_gap)) {
+				gaps++;
+				double dl = NAN;
+				for (long q = t; q < e && q < s->n; q++)
+					if (score[k + q] >= th) {
+						dl = s->idle[q];
+						break;
+					}
+				if (!isnan(dl)) {
+					if (n == cap) {
+						cap = cap ? cap * 2 : 256;
+						double *v = realloc(delay, sizeof(double) * cap);
+						if (!v) {
+							free(delay);
+							return -1;
+						}
+						delay = v;
+					}
+					delay[n++] = dl;
+				}
+			}
+			t = e;
+		}
+		k += s->n;
+	}
+	if (n)
+		qsort(delay, n, sizeof(double), cmp_double);
+	struct ipk_lead_row row;
+	memset(&row, 0, sizeof(row));
+	snprintf(row.predictor, sizeof(row.predictor), "%s", pred);
+	row.window = window;
+	row.threshold = th;
+	row.precision = precision;
+	row.gaps = gaps;
+	row.fired = n;
+	row.p10 = quantile(delay, n, 0.1);
+	row.p50 = quantile(delay, n, 0.5);
+	row.p90 = quantile(delay, n, 0.9);
+	double sum = 0;
+	long within2 = 0;
+	for (long q = 0; q < n; q++) {
+		sum += delay[q];
+		within2 += delay[q] <= 2;
+	}
+	row.mean = n ? sum / (double)n : NAN;
+	row.within2 = gaps ? (double)within2 / (double)gaps : NAN;
+	free(delay);
+	return add_lead(rep, &row);
+}
+
+/* Precision of score >= th over the labelled steps. */
+static double precision_at(const double *score, const float *y, long ystride, long n, double th)
+{
+	long tp = 0, fp = 0;
+	for (long i = 0; i < n; i++) {
+		float v = y[i * ystride];
+		if (v < 0 || !(score[i] >= th))
+			continue;
+		tp += v > 0.5f;
+		fp += !(v > 0.5f);
+	}
+	return tp + fp ? (double)tp / (double)(tp + fp) : NAN;
+}
+
+int ipk_eval_model(const struct ipk_model *m, const struct ipk_dataset *d, const struct ipk_eval_opts *o,
 		   struct ipk_train_report *rep, struct ipk_err *err)
 {
 	memset(rep, 0, sizeof(*rep));
@@ -406,79 +564,154 @@ int ipk_eval_model(const struct ipk_model *m, const struct ipk_dataset *d, doubl
 	const struct ipk_model_info *in = ipk_model_info(m);
 	struct ipk_lstm *net = ipk_model_net(m);
 	const int F = IPK_FEAT_COUNT, nwin = in->nwin;
-	long n = 0;
-	for (int i = 0; i < d->n; i++)
-		n += d->s[i].n;
+	const struct ipk_dataset *bt = o->baseline_train;
+	char tu[512];
+	model_train_users(m, tu, sizeof(tu));
+	/* sessions of the model's training users are not scored: with no other
+	 * baseline data, they fit the baselines */
+	char *skip = calloc(d->n ? d->n : 1, 1);
+	if (!skip)
+		return ipk_err_set(err, IPK_EXIT_OSERR, "evaluate model '%s': out of memory", ipk_model_id(m));
+	long n = 0, nfit = 0;
+	for (int i = 0; i < d->n; i++) {
+		skip[i] = in_list(tu, d->s[i].user);
+		if (skip[i]) {
+			nfit += d->s[i].n;
+			size_t l = strlen(rep->train_users);
+			if (!in_list(rep->train_users, d->s[i].user))
+				snprintf(rep->train_users + l, sizeof(rep->train_users) - l, "%s%s", l ? "," : "",
+					 d->s[i].user);
+		} else {
+			n += d->s[i].n;
+		}
+	}
+	if (bt) {
+		nfit = 0;
+		for (int i = 0; i < bt->n; i++)
+			nfit += bt->s[i].n;
+	}
 	char users[256][64];
 	int nu = ipk_dataset_users(d, users, 256);
 	for (int u = 0; u < nu && u < 256; u++) {
+		if (in_list(tu, users[u]))
+			continue;
 		size_t l = strlen(rep->val_users);
 		snprintf(rep->val_users + l, sizeof(rep->val_users) - l, "%s%s", l ? "," : "", users[u]);
 	}
 	rep->val_steps = n;
+	rep->train_steps = nfit;
 	double *pred = malloc(sizeof(double) * (n ? n : 1) * nwin), *score = malloc(sizeof(double) * (n ? n : 1));
+	double *idle = malloc(sizeof(double) * (n ? n : 1));
 	float *y = malloc(sizeof(float) * (n ? n : 1) * nwin), *ye = malloc(sizeof(float) * (n ? n : 1) * nwin);
+	float *x = malloc(sizeof(float) * (n ? n : 1) * F);
+	float *xf = NULL, *yf = NULL;
+	struct ipk_gaphist *gh = ipk_gaphist_new();
 	struct ipk_lstm_state *st = ipk_lstm_state_new(net);
-	int rc = -1;
-	if (!pred || !score || !y || !ye || !st) {
-		ipk_err_set(err, IPK_EXIT_OSERR, "evaluate model '%s': out of memory", ipk_model_id(m));
-		goto out;
-	}
+	int rc = -1, have_bl = nfit > 0;
+	if (!pred || !score || !idle || !y || !ye || !x || !gh || !st)
+		goto oom;
 	long k = 0;
-	float x[IPK_FEAT_COUNT], p[IPK_LSTM_MAX_OUT];
+	float p[IPK_LSTM_MAX_OUT];
 	for (int i = 0; i < d->n; i++) {
 		const struct ipk_series *s = &d->s[i];
+		if (skip[i])
+			continue;
 		ipk_lstm_state_reset(net, st);
 		ipk_label_windows(s->ts, s->events, s->n, in->window, nwin, y + k * nwin);
 		for (long t = 0; t < s->n; t++, k++) {
-			ipk_norm_apply(in->mean, in->scale, F, s->raw + t * F, x);
-			ipk_lstm_step(net, &st, 1, x, p);
+			ipk_norm_apply(in->mean, in->scale, F, s->raw + t * F, x + k * F);
+			ipk_lstm_step(net, &st, 1, x + k * F, p);
 			for (int j = 0; j < nwin; j++) {
 				pred[k * nwin + j] = p[j];
-				ye[k * nwin + j] = s->idle[t] <= early_idle ? y[k * nwin + j] : -1.0f;
+				ye[k * nwin + j] = s->idle[t] <= o->early_idle ? y[k * nwin + j] : -1.0f;
 			}
-			score[k] = s->idle[t];
+			idle[k] = s->idle[t];
 		}
 	}
-	/* score[] holds idle times until the timer rows are done */
-	double *idle = malloc(sizeof(double) * (n ? n : 1));
-	if (!idle) {
-		ipk_err_set(err, IPK_EXIT_OSERR, "evaluate model '%s': out of memory", ipk_model_id(m));
-		goto out;
+	/* the baselines' training data */
+	if (have_bl) {
+		const struct ipk_dataset *src = bt ? bt : d;
+		if (!(xf = malloc(sizeof(float) * nfit * F)) || !(yf = malloc(sizeof(float) * nfit * nwin)))
+			goto oom;
+		long q = 0;
+		for (int i = 0; i < src->n; i++) {
+			const struct ipk_series *s = &src->s[i];
+			if (!bt && !skip[i])
+				continue;
+			if (ipk_gaphist_add_session(gh, s->ts, s->events, s->n) < 0)
+				goto oom;
+			ipk_label_windows(s->ts, s->events, s->n, in->window, nwin, yf + q * nwin);
+			for (long t = 0; t < s->n; t++, q++)
+				ipk_norm_apply(in->mean, in->scale, F, s->raw + t * F, xf + q * F);
+		}
 	}
-	memcpy(idle, score, sizeof(double) * n);
 	for (int j = 0; j < nwin; j++) {
-		for (int pr = 0; pr < 2; pr++) {
+		double model_th = in->threshold[j], model_prec = NAN;
+		for (int pr = 0; pr < (have_bl ? 4 : 2); pr++) {
+			const char *name = pr == 0 ? "lstm" : pr == 1 ? "idle-timer" : pr == 2 ? "hybrid-histogram" : "logistic";
+			struct ipk_logreg lr;
+			if (pr == 3 && ipk_logreg_fit(&lr, xf, F, yf + j, nwin, nfit, 1e-3, err) < 0)
+				goto fail;
 			for (long q = 0; q < n; q++)
-				score[q] = pr ? idle[q] : pred[q * nwin + j];
+				score[q] = pr == 0 ? pred[q * nwin + j]
+					 : pr == 1 ? idle[q]
+					 : pr == 2 ? ipk_gaphist_score(gh, idle[q], in->window[j])
+						   : ipk_logreg_predict(&lr, x + q * F);
 			for (int sub = 0; sub < 2; sub++) {
 				struct ipk_metrics mm;
-				if (ipk_metrics_compute(score, (sub ? ye : y) + j, nwin, n, !pr, &mm, err) < 0 ||
-				    add_row(rep, pr ? "idle-timer" : "lstm", in->window[j], sub ? "early" : "all", &mm) < 0) {
-					if (!err || !err->code)
-						ipk_err_set(err, IPK_EXIT_OSERR, "evaluate model: out of memory");
-					free(idle);
-					goto out;
-				}
+				if (ipk_metrics_compute(score, (sub ? ye : y) + j, nwin, n, pr != 1, &mm, err) < 0)
+					goto fail;
+				if (add_row(rep, name, in->window[j], sub ? "early" : "all", &mm) < 0)
+					goto oom;
+			}
+			/* lead time: the model at its threshold, the timer at the same precision */
+			if (pr == 0) {
+				model_prec = precision_at(score, y + j, nwin, n, model_th);
+				if (lead_times(d, skip, score, model_th, o->lead_min_gap, name, in->window[j], model_prec, rep) < 0)
+					goto oom;
+			} else if (pr == 1 && !isnan(model_prec)) {
+				struct ipk_err e2 = { 0 };
+				double th = ipk_threshold_at_precision(score, y + j, nwin, n, model_prec, &e2);
+				if (e2.code)
+					goto oom;
+				if (isnan(th))
+					th = INFINITY;
+				if (lead_times(d, skip, score, th, o->lead_min_gap, name, in->window[j],
+					       precision_at(score, y + j, nwin, n, th), rep) < 0)
+					goto oom;
 			}
 		}
 	}
-	free(idle);
 	rc = 0;
+	goto out;
+oom:
+	ipk_err_set(err, IPK_EXIT_OSERR, "evaluate model '%s': out of memory", ipk_model_id(m));
+fail:
+	if (err && !err->code)
+		ipk_err_set(err, IPK_EXIT_OSERR, "evaluate model '%s': out of memory", ipk_model_id(m));
 out:
 	if (rc < 0)
 		ipk_train_report_free(rep);
 	ipk_lstm_state_free(st);
+	ipk_gaphist_free(gh);
+	free(skip);
 	free(pred);
 	free(score);
+	free(idle);
 	free(y);
 	free(ye);
+	free(x);
+	free(xf);
+	free(yf);
 	return rc;
 }
 
 void ipk_train_report_table(FILE *f, const struct ipk_train_report *r)
 {
-	if (r->train_users[0])
+	if (r->nlead)
+		fprintf(f, "scored users %s (%ld steps); baselines fitted on %s (%ld steps)\n", r->val_users, r->val_steps,
+			r->train_users[0] ? r->train_users : "--baseline-train or nothing", r->train_steps);
+	else if (r->train_users[0])
 		fprintf(f, "validation users %s (%ld steps); trained on %s (%ld steps); best epoch %d\n", r->val_users,
 			r->val_steps, r->train_users, r->train_steps, r->best_epoch);
 	else
@@ -494,6 +727,17 @@ void ipk_train_report_table(FILE *f, const struct ipk_train_report *r)
 			snprintf(brier, sizeof(brier), "%.4f", e->m.brier);
 		fprintf(f, "%-18s %6g %6s %9ld %6.3f %8.4f %8.4f %8s %8.4f\n", e->predictor, e->window, e->subset, e->m.n,
 			e->m.base_rate, e->m.roc_auc, e->m.pr_auc, brier, e->m.recall_p90);
+	}
+	if (!r->nlead)
+		return;
+	fprintf(f, "\nlead time over idle gaps of 60 s or more: seconds from the last input to the first decision above "
+		   "the threshold (the timer at the model's precision)\n");
+	fprintf(f, "%-18s %6s %9s %9s %6s %6s %6s %6s %6s %6s %6s\n", "predictor", "window", "threshold", "precision",
+		"gaps", "fired", "p10", "median", "p90", "mean", "<=2s");
+	for (int i = 0; i < r->nlead; i++) {
+		const struct ipk_lead_row *l = &r->lead[i];
+		fprintf(f, "%-18s %6g %9.4g %9.4f %6ld %6ld %6.1f %6.1f %6.1f %6.1f %6.3f\n", l->predictor, l->window,
+			l->threshold, l->precision, l->gaps, l->fired, l->p10, l->p50, l->p90, l->mean, l->within2);
 	}
 }
 
@@ -519,6 +763,25 @@ int ipk_train_report_records(struct ipk_writer *w, const struct ipk_train_report
 		if (!ok) {
 			cJSON_Delete(o);
 			return ipk_err_set(err, IPK_EXIT_OSERR, "write eval records: out of memory");
+		}
+		int rc = ipk_write(w, o, err);
+		cJSON_Delete(o);
+		if (rc < 0)
+			return -1;
+	}
+	for (int i = 0; i < r->nlead; i++) {
+		const struct ipk_lead_row *l = &r->lead[i];
+		cJSON *o = ipk_record_new("lead", now);
+		int ok = o && cJSON_AddStringToObject(o, "model", model_id) &&
+			 cJSON_AddStringToObject(o, "predictor", l->predictor) && add_num(o, "window", l->window) &&
+			 add_num(o, "threshold", l->threshold) && add_num(o, "precision", l->precision) &&
+			 add_num(o, "gaps", (double)l->gaps) && add_num(o, "fired", (double)l->fired) &&
+			 add_num(o, "delay_p10", l->p10) && add_num(o, "delay_p50", l->p50) &&
+			 add_num(o, "delay_p90", l->p90) && add_num(o, "delay_mean", l->mean) &&
+			 add_num(o, "within_2s", l->within2) && cJSON_AddStringToObject(o, "users", r->val_users);
+		if (!ok) {
+			cJSON_Delete(o);
+			return ipk_err_set(err, IPK_EXIT_OSERR, "write lead records: out of memory");
 		}
 		int rc = ipk_write(w, o, err);
 		cJSON_Delete(o);

@@ -39,6 +39,22 @@ struct ipk_eval_row {
 	struct ipk_metrics m;
 };
 
+/* Lead time of one predictor and window (ipk_eval_model): over the idle
+ * gaps of at least lead_min_gap seconds, the idle time (seconds since the
+ * last input) at the first step, from the gap's last active step on, whose
+ * score reaches the threshold. The model uses its own threshold; the idle
+ * timer the lowest threshold reaching the model's precision there. */
+struct ipk_lead_row {
+	char predictor[24];
+	double window;
+	double threshold;   /* score threshold (seconds of idleness for the timer) */
+	double precision;   /* all-step precision of score >= threshold */
+	long gaps;          /* gaps considered */
+	long fired;         /* of which reached the threshold before input resumed */
+	double p10, p50, p90, mean; /* delay quantiles over the fired gaps, s */
+	double within2;     /* share of the gaps fired within 2 s of the last input */
+};
+
 struct ipk_train_report {
 	char train_users[512], val_users[512];
 	long train_steps, val_steps;
@@ -46,11 +62,14 @@ struct ipk_train_report {
 	double epoch_seconds;       /* mean wall time of one training epoch */
 	struct ipk_eval_row *rows;
 	int nrows;
+	struct ipk_lead_row *lead;  /* ipk_eval_model only */
+	int nlead;
 };
 void ipk_train_report_free(struct ipk_train_report *r);
 
 /* Progress after each epoch: epoch (1-based), mean training loss, the
- * validation score used for selection (mean PR-AUC over windows). */
+ * validation score used for selection (train.c val_score: all-step PR-AUC,
+ * early-step PR-AUC and ROC-AUC, averaged). */
 typedef void (*ipk_train_progress)(void *arg, int epoch, double loss, double val_score, double seconds);
 
 /* Train on d. Returns the model (best validation epoch), or NULL with err
@@ -59,11 +78,24 @@ typedef void (*ipk_train_progress)(void *arg, int epoch, double loss, double val
 struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk_dataset *d, ipk_train_progress cb,
 				void *cbarg, struct ipk_train_report *rep, struct ipk_err *err);
 
-/* Score model on every session of d (users it may have seen: the caller
- * chooses the data), against the idle timer; rows as for training, with
- * val_users listing the users scored. Returns 0, or -1 with err set: the
- * model's features are not this build's (IPK_EXIT_DATAERR), out of memory. */
-int ipk_eval_model(const struct ipk_model *m, const struct ipk_dataset *d, double early_idle,
+struct ipk_eval_opts {
+	double early_idle;                        /* "early": idle <= this (default 2) */
+	double lead_min_gap;                      /* gaps for the lead time, s (default 60) */
+	const struct ipk_dataset *baseline_train; /* fit the baselines on these; NULL: see below */
+};
+void ipk_eval_defaults(struct ipk_eval_opts *o);
+
+/* Score model on d: the model, the idle timer, and, when there is data to
+ * fit them on, the hybrid histogram and logistic regression, on the same
+ * steps (all, early), plus the lead time (struct ipk_lead_row) per window.
+ * Sessions of the users the model names as its training users (its meta
+ * text, "train users A,B;") are not scored; the baselines are fitted on
+ * o->baseline_train when given, else on those sessions, else left out.
+ * rep->val_users lists the users scored, rep->train_users those skipped.
+ * Returns 0, or -1 with err set: the model's features are not this build's
+ * (IPK_EXIT_DATAERR), a baseline cannot be fitted (IPK_EXIT_DATAERR), out of
+ * memory. */
+int ipk_eval_model(const struct ipk_model *m, const struct ipk_dataset *d, const struct ipk_eval_opts *o,
 		   struct ipk_train_report *rep, struct ipk_err *err);
 
 /* 0 when the model's features are this build's, in the same order; else -1
@@ -77,7 +109,10 @@ void ipk_train_report_table(FILE *f, const struct ipk_train_report *r);
 struct ipk_writer;
 /* The report as "eval" records (ipkit-records(7)): model, predictor, window,
  * steps, n, base_rate, roc_auc, pr_auc, brier, recall_at_p90, users; null
- * for a metric that does not apply. Returns 0, or -1 with err set. */
+ * for a metric that does not apply; then one "lead" record per lead row:
+ * model, predictor, window, threshold, precision, gaps, fired, delay_p10,
+ * delay_p50, delay_p90, delay_mean, within_2s, users. Returns 0, or -1 with
+ * err set. */
 int ipk_train_report_records(struct ipk_writer *w, const struct ipk_train_report *r, const char *model_id,
 			     struct ipk_err *err);
 

@@ -87,19 +87,52 @@ echo "not a model" >"$TMP/text"
 check_exit "not a model refused" 65 ip-predict -m "$TMP/text" "$TMP/s.jsonl"
 check_grep "not a model: said so" "bad magic" "$TMP/.err"
 check_exit "missing model" 66 ip-predict -m "$TMP/none" "$TMP/s.jsonl"
-check_exit "no model given" 64 ip-predict "$TMP/s.jsonl"
+IPKIT_MODEL=$TMP/none check_exit "default model missing (IPKIT_MODEL)" 66 ip-predict "$TMP/s.jsonl"
+check_grep "default model missing: path named" "$TMP/none" "$TMP/.err"
 check_exit "decision window the model lacks" 64 ip-predict -m "$TMP/m" --window 7 "$TMP/s.jsonl"
 check_exit "--table without --eval" 64 ip-predict -m "$TMP/m" --table "$TMP/s.jsonl"
 echo '{"type":"sample","v":1,"ts":1,"session":"x","interval":1,"events":"many"}' >"$TMP/bad.jsonl"
 check_exit "bad sample with --strict" 65 ip-predict -m "$TMP/m" --strict "$TMP/bad.jsonl"
 check_exit "bad sample skipped without" 0 ip-predict -m "$TMP/m" "$TMP/bad.jsonl"
 
-# evaluation
+# evaluation: sessions of the model's training users fit the baselines and
+# are not scored; the others get the model, the three baselines and the
+# lead time
 ip-predict -m "$TMP/m" --eval "$TMP/s.jsonl" >"$TMP/ev" 2>"$TMP/e"
-check_eq "eval: model and timer, 3 windows, all and early steps" 12 "$(grep -c '"type":"eval"' "$TMP/ev")"
-check_grep "eval names the users" '"users":"u1,u2,u3"' "$TMP/ev"
+python3 - "$TMP/ev" "$TMP/m" >"$TMP/evc" 2>&1 <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+ev = [r for r in rows if r["type"] == "eval"]
+lead = [r for r in rows if r["type"] == "lead"]
+meta = open(sys.argv[2], "rb").read().decode("latin-1")
+train = meta.split("train users ")[1].split(";")[0].split(",")
+assert len(ev) == 24, len(ev)
+assert sorted({r["predictor"] for r in ev}) == ["hybrid-histogram", "idle-timer", "logistic", "lstm"]
+scored = ev[0]["users"].split(",")
+assert scored and not set(scored) & set(train), (scored, train)
+n = {(r["window"], r["steps"]) for r in ev}
+for w, st in n:
+    assert len({r["n"] for r in ev if r["window"] == w and r["steps"] == st}) == 1, "same steps for every predictor"
+assert sorted((r["predictor"], r["window"]) for r in lead) == sorted((p, w) for p in ("lstm", "idle-timer") for w in (5, 10, 30))
+assert all(r["fired"] <= r["gaps"] for r in lead)
+print("ok")
+PY
+check_eq "eval: 4 predictors x 3 windows x 2 subsets on unseen users, and lead times" ok "$(tail -1 "$TMP/evc")"
 ip-predict -m "$TMP/m" --eval --table "$TMP/s.jsonl" >"$TMP/tab" 2>"$TMP/e"
 check_grep "eval table" '^idle-timer +30 +early' "$TMP/tab"
+check_grep "eval table: lead time" '^lstm +5 +[0-9.]+ +[0-9.]+ +[0-9]+ ' "$TMP/tab"
+ip-train -o "$TMP/mv" --epochs 1 --hidden 4 --val-users u3 "$TMP/s.jsonl" 2>/dev/null
+grep '"user":"u3"' "$TMP/s.jsonl" >"$TMP/u3.jsonl"
+grep -v '"user":"u3"' "$TMP/s.jsonl" >"$TMP/u12.jsonl"
+ip-predict -m "$TMP/mv" --eval "$TMP/u3.jsonl" >"$TMP/ev" 2>"$TMP/e"
+check_eq "eval without the training users: model and timer only" 12 "$(grep -c '"type":"eval"' "$TMP/ev")"
+check_grep "and a warning says why" "hybrid histogram and logistic regression left out" "$TMP/e"
+ip-predict -m "$TMP/mv" --eval --baseline-train "$TMP/u12.jsonl" "$TMP/u3.jsonl" >"$TMP/ev2" 2>"$TMP/e"
+check_eq "--baseline-train: all three baselines" 24 "$(grep -c '"type":"eval"' "$TMP/ev2")"
+ip-predict -m "$TMP/mv" --eval "$TMP/s.jsonl" >"$TMP/ev3" 2>"$TMP/e"
+check_eq "baselines from the model's training users = from --baseline-train" \
+	"$(grep '"logistic"' "$TMP/ev2" | sed 's/"ts":[^,]*,//' | md5sum)" "$(grep '"logistic"' "$TMP/ev3" | sed 's/"ts":[^,]*,//' | md5sum)"
+check_exit "--baseline-train needs --eval" 64 ip-predict -m "$TMP/mv" --baseline-train "$TMP/u12.jsonl" "$TMP/u3.jsonl"
 
 # a real trace, replayed: one prediction per sample
 data=$IPKIT_TOP/../shared/data/balabit-mouse

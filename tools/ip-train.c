@@ -44,7 +44,7 @@ static const struct ipk_prog prog = {
 
 static void progress(void *arg, int epoch, double loss, double vs, double secs)
 {
-	ipk_info(arg, "epoch %d: training loss %.5f, validation mean PR-AUC %.4f, %.1f s", epoch, loss, vs, secs);
+	ipk_info(arg, "epoch %d: training loss %.5f, validation score %.4f, %.1f s", epoch, loss, vs, secs);
 }
 
 static int parse_windows(struct ipk_cli *cli, const char *a, struct ipk_train_opts *o)

@@ -138,7 +138,7 @@ static void test_features(void)
 		sample(&s, t + 1, ev[t]);
 		if (t == 2)
 			ipk_sample_set_field(&s, IPK_F_INPUT_AGE, 100); /* contradicts events: ignored */
-		ipk_feat_step(st, &s, raw);
+		ipk_feat_step(st, &s, NULL, raw);
 		idle_ok &= ipk_feat_idle(st) == idle[t] && fabsf(raw[IPK_FT_IDLE] - (float)log1p(idle[t])) < 1e-6f;
 	}
 	CHECK("idle time from events, not from input_age_s", idle_ok);
@@ -149,10 +149,10 @@ static void test_features(void)
 	CHECK_NEAR("age", raw[IPK_FT_AGE], log1p(7), 1e-6);
 	CHECK("absent cpu masked", isnan(raw[IPK_FT_CPU]) && raw[IPK_FT_HAS_CPU] == 0 && raw[IPK_FT_HAS_INPUT] == 1);
 	sample(&s, 7, 1);
-	CHECK("a sample not after the previous refused", ipk_feat_step(st, &s, raw) < 0 && ipk_feat_idle(st) == 0);
+	CHECK("a sample not after the previous refused", ipk_feat_step(st, &s, NULL, raw) < 0 && ipk_feat_idle(st) == 0);
 	sample(&s, 8, -1);
 	ipk_sample_set_field(&s, IPK_F_CPU, 0.25);
-	ipk_feat_step(st, &s, raw);
+	ipk_feat_step(st, &s, NULL, raw);
 	CHECK("absent input masked", isnan(raw[IPK_FT_EVENTS]) && isnan(raw[IPK_FT_IDLE]) && raw[IPK_FT_HAS_INPUT] == 0);
 	CHECK("present cpu kept", raw[IPK_FT_CPU] == 0.25f && raw[IPK_FT_HAS_CPU] == 1);
 	/* 300 s horizon: events at t=1 leave the window at t=301 */
@@ -160,7 +160,7 @@ static void test_features(void)
 	st = ipk_feat_new();
 	for (int t = 1; t <= 301; t++) {
 		sample(&s, t, t == 1 ? 4 : 0);
-		ipk_feat_step(st, &s, raw);
+		ipk_feat_step(st, &s, NULL, raw);
 		if (t == 300)
 			CHECK_NEAR("300 s horizon includes age 299", raw[IPK_FT_EV_300S], log1p(4), 1e-6);
 	}

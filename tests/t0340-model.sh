@@ -1,0 +1,52 @@
+#!/bin/bash
+# make model: skipped with a message without the data set; reproducible
+# byte for byte for a seed (checked on a small subset of the data, two runs,
+# different thread counts); the shipped default model loads and predicts.
+. "$(dirname "$0")/lib.sh"
+need_cmd ip-collect ip-train ip-predict make
+
+out=$(make -s -C "$IPKIT_TOP" model MODEL_DATA="$TMP/no-such-data" 2>&1)
+rc=$?
+check_eq "make model without the data: exit 0" 0 "$rc"
+case $out in
+*"skipped: the training data"*"absent"*) ok "make model without the data: says it skipped" ;;
+*) fail "make model without the data: says it skipped" "$out" ;;
+esac
+
+data=$IPKIT_TOP/../shared/data/balabit-mouse
+if [ -d "$data/user7" ] && [ -d "$data/user20" ]; then
+	run() { # run OUT THREADS
+		IPKIT_BIN=$IPKIT_BIN MODEL_DATA=$data MODEL_OUT=$1 MODEL_USERS="user7 user20" MODEL_VAL=user20 \
+			MODEL_SEED=3 MODEL_ARGS="--epochs 1 --hidden 8 --threads $2" "$IPKIT_TOP/models/make-model.sh" >"$TMP/log" 2>&1
+	}
+	check "make-model.sh on users 7 and 20" run "$TMP/a" 2
+	check "again, one thread" run "$TMP/b" 1
+	check "same seed, same bytes" cmp "$TMP/a" "$TMP/b"
+	check_grep "the model says how it was made" "seed 3.*train users user7; validation users user20" <(tr -c '[:print:]\n' ' ' <"$TMP/a")
+else
+	skip "make model reproducible" "data set $data absent"
+fi
+
+m=$IPKIT_TOP/models/default.ipkm
+if [ -f "$m" ]; then
+	cat >"$TMP/s.jsonl" <<'J'
+{"type":"sample","v":1,"ts":1,"session":"a","interval":1,"user":"x","events":3}
+{"type":"sample","v":1,"ts":2,"session":"a","interval":1,"user":"x","events":0}
+{"type":"sample","v":1,"ts":3,"session":"a","interval":1,"user":"x","events":0}
+J
+	check "the shipped default model loads and predicts" ip-predict -v -m "$m" "$TMP/s.jsonl"
+	check_eq "one prediction per sample" 3 "$(grep -c '"type":"prediction"' "$TMP/.out")"
+	check_grep "trained with a fixed seed, users 15 and 21 held out" "seed 1,.*train users user12,user16,user20,user23,user7; validation users user29" "$TMP/.err"
+else
+	fail "the shipped default model exists" "$m missing (make model)"
+fi
+
+# installed: the program finds PREFIX/share/ipkit/default.ipkm by itself
+if [ -f "$m" ] && make -s -C "$IPKIT_TOP" install DESTDIR="$TMP/root" PREFIX=/usr >"$TMP/log" 2>&1; then
+	check "make install puts the default model in PREFIX/share/ipkit" cmp "$m" "$TMP/root/usr/share/ipkit/default.ipkm"
+	env -u IPKIT_MODEL "$TMP/root/usr/bin/ip-predict" -v "$TMP/s.jsonl" >"$TMP/o" 2>"$TMP/e"
+	check_grep "an installed ip-predict uses the installed model" "default model \(installed\): $TMP/root/usr/bin/../share/ipkit/default.ipkm" "$TMP/e"
+	check_eq "and predicts" 3 "$(grep -c '"type":"prediction"' "$TMP/o")"
+else
+	fail "make install with the default model" "$(tail -3 "$TMP/log" 2>/dev/null)"
+fi
