@@ -1,8 +1,10 @@
 #!/bin/bash
 # make demo: the pipeline end to end on an embedded default.
-# Brings up a two-host lab, boots the test guest on host 1, and streams the
+# Brings up a two-host lab, boots the test guest on host 1, streams the
 # guest's samples from both hosts merged with a replayed real client trace
-# (the excerpt in tests/data/balabit) for a few seconds, then tears down.
+# (the excerpt in tests/data/balabit) into ip-predict for a few seconds, and
+# shows the samples and the idle predictions of the default model; then tears
+# everything down.
 set -euo pipefail
 top=${IPKIT_TOP:-$(cd "$(dirname "$0")/.." && pwd)}
 bin=${IPKIT_BIN:-$top/build/bin}
@@ -34,7 +36,13 @@ echo "== booting the test guest on host 1 ($IPKIT_LAB_URI_1)" >&2
 "$guest" verify "$IPKIT_LAB_URI_1" demo-vm >&2
 
 echo "== $seconds s of samples: guest 'demo-vm' is session vdi-demo, merged with the client trace" >&2
-echo "   $(basename "$(dirname "$trace")")/$(basename "$trace") replayed at recorded pace" >&2
+echo "   $(basename "$(dirname "$trace")")/$(basename "$trace") replayed at recorded pace, into ip-predict" >&2
+samples=$IPKIT_LAB_DIR/samples.jsonl
 ip-collect -c "$IPKIT_LAB_URI_1" -c "$IPKIT_LAB_URI_2" --map demo-vm=vdi-demo \
-	--replay "vdi-demo=$trace" --count "$seconds"
+	--replay "vdi-demo=$trace" --count "$seconds" | tee "$samples" | ip-predict >"$IPKIT_LAB_DIR/predictions.jsonl"
+echo "== samples (ip-collect)" >&2
+cat "$samples"
+echo "== predictions (ip-predict, default model)" >&2
+cat "$IPKIT_LAB_DIR/predictions.jsonl"
+[ "$(wc -l <"$samples")" -gt 0 ] && [ "$(wc -l <"$IPKIT_LAB_DIR/predictions.jsonl")" -gt 0 ] || { echo "demo: no records" >&2; exit 1; }
 echo "== done" >&2
