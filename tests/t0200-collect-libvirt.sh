@@ -110,8 +110,11 @@ eval "$(stats "$TMP/paused.jsonl" sess-map)"
 check_eq "paused guest still gets samples, session from --map" 4 "$n"
 if [ "$ncpu" = 4 ] && python3 -c "import sys; sys.exit(not $cpu_max <= 0.05)"; then ok "paused guest: cpu ~ 0"; else
 	fail "paused guest: cpu ~ 0" "cpu in $ncpu samples, max $cpu_max"; fi
-if [ "$ntx" = 4 ] && [ "$tx_sum" = 0 ] && [ "$rx_sum" = 0 ]; then ok "paused guest: packet counters stop"; else
-	fail "paused guest: packet counters stop" "tx_pkts in $ntx samples, sum $tx_sum, rx_pkts sum $rx_sum"; fi
+# Only what the guest sends stops: the host side may still deliver packets
+# to a paused guest's NIC (IPv6 neighbour discovery on the tap), so rx_pkts
+# can move.
+if [ "$ntx" = 4 ] && [ "$tx_sum" = 0 ]; then ok "paused guest: sent-packet counter stops"; else
+	fail "paused guest: sent-packet counter stops" "tx_pkts in $ntx samples, sum $tx_sum (rx_pkts sum $rx_sum)"; fi
 if python3 -c "import sys; sys.exit(not ($run_cpu_mean >= 0.05 and $cpu_mean * 5 < $run_cpu_mean))"; then
 	ok "paused guest's cpu far below the running guest's"
 else
