@@ -1,0 +1,147 @@
+/* migrate.h - move a libvirt guest (a session) from host A to host B,
+ * verify it there, and never lose it (ip-migrate(1) documents the states).
+ *
+ * The sending side (ipk_migrate, run next to A's libvirt) drives a state
+ * machine; the receiving side (ipk_migrate_serve, run on B through ssh or
+ * as a TCP listener) executes its requests over a struct ipk_transport:
+ *
+ *   PRECHECK   source running on A, target answers, domain not active on B
+ *   CAPTURE    final image of the guest on A (virDomainSaveFlags, or with
+ *              capture_live a live external memory snapshot that halts the
+ *              guest at its end): the guest stops; its whole state is A's
+ *              image file (the "suspend")
+ *   TRANSFER   the image to B's image directory, resumable: a delta
+ *              against the base pre-copied to B when B holds it, else the
+ *              full image (LZ4)
+ *   APPLY      B checks the checksum and keeps the image (or rebuilds it
+ *              from its base and the delta, all or nothing)
+ *   RESTORE    B restores it through its libvirt (virDomainRestore)
+ *   VERIFY     the guest answers on B with the same frame checksum and a
+ *              heartbeat counter that continues A's; user checks
+ *   RELEASE    B defines the domain; on A it stays defined but off and the
+ *              image is removed unless keep
+ * Any failure before VERIFY succeeds rolls back: B destroys what it
+ * restored and removes its files (also on its own when the stream breaks),
+ * and A restores the guest from its own final image (or resumes it when the
+ * capture had not finished). The session's full state therefore exists
+ * intact on A (running, or as A's image) until B runs a verified copy.
+ *
+ * Pre-copy (opts->precopy): a live image of the running guest (libvirt
+ * external memory snapshot, the guest keeps running) is written to A's
+ * image directory as DOMAIN.base and sent to B, which keeps it as the base
+ * for the delta of a later cut-over. Nothing else changes.
+ *
+ * The engine "libvirt" replaces CAPTURE..RESTORE by libvirt's native live
+ * migration (virDomainMigrateToURI3) from A's to B's URI; VERIFY is the
+ * same. A failed libvirt migration leaves (or resumes) the guest on A; a
+ * verification failing after it cannot be rolled back (A holds no state any
+ * more): the guest stays on B, rollback_failed is set.
+ *
+ * Ownership: options are borrowed for the call; results are plain structs
+ * filled by the call. Nothing returned needs freeing.
+ */
+#ifndef IPK_MIGRATE_H
+#define IPK_MIGRATE_H
+
+#include <stdint.h>
+
+#include "ipk.h"
+#include "transport.h"
+
+enum ipk_mig_phase {
+	IPK_MIG_PRECHECK,
+	IPK_MIG_CAPTURE,
+	IPK_MIG_TRANSFER,
+	IPK_MIG_APPLY,
+	IPK_MIG_RESTORE,
+	IPK_MIG_VERIFY,
+	IPK_MIG_RELEASE,
+	IPK_MIG_DONE,
+	IPK_MIG_ROLLBACK,
+	IPK_MIG_NPHASES
+};
+
+/* "precheck", "capture", ... */
+const char *ipk_mig_phase_name(int phase);
+
+enum ipk_mig_engine { IPK_ENGINE_SAVE = 0, IPK_ENGINE_LIBVIRT = 1 };
+
+/* Called when a phase starts (and with IPK_MIG_ROLLBACK when rolling
+ * back); a non-zero return fails the phase (err may be filled). */
+typedef int (*ipk_mig_hook)(void *ctx, int phase, struct ipk_err *err);
+
+struct ipk_migrate_opts {
+	const char *domain;       /* libvirt domain name (the session's guest) */
+	const char *source_uri;   /* A's libvirt URI (NULL: libvirt's default) */
+	const char *target_uri;   /* B's libvirt URI as B's side opens it */
+	const char *image_dir;    /* A's directory for the final image */
+	const char *source_sock;  /* guest control socket on A (for the counter before cut-over) */
+	const char *target_sock;  /* guest control socket on B */
+	const char *expect_checksum; /* frame checksum the guest must answer */
+	double verify_timeout;    /* seconds for each guest answer (<= 0: 30) */
+	const char *check_cmd;    /* user check, run on this side after restore */
+	const char *check_url;    /* HTTP URL that must answer 2xx */
+	int keep;                 /* keep A's final image after success */
+	int precopy;              /* only pre-copy: live image to B as the base of a later delta */
+	int no_delta;             /* send the full image even when B holds the base */
+	int capture_live;         /* final image by a live snapshot that halts the guest at its end */
+	int engine;               /* enum ipk_mig_engine */
+	/* engine libvirt: */
+	const char *native_uri;   /* migration URI (tcp://HOST) or NULL */
+	int compressed, parallel; /* compression; parallel connections (0: off) */
+	double max_downtime;      /* seconds, 0: libvirt's default */
+	ipk_mig_hook hook;
+	void *hook_ctx;
+};
+
+struct ipk_migrate_result {
+	int phase;                /* the phase reached (failed in, or IPK_MIG_DONE) */
+	int rolled_back;          /* 1: the session runs on A again */
+	int rollback_failed;      /* 1: it could not be restarted on A (see where) */
+	int full_image;           /* 1: the full image was sent (no pre-copied base) */
+	double t_delta;           /* seconds encoding the delta (part of capture..transfer) */
+	double capture_pause;     /* live capture: the pause libvirt reported (0: unknown) */
+	uint64_t delta_bytes;     /* size of the delta sent */
+	char base_id[33];         /* the pre-copied base's XXH3-128 (precopy, or delta) */
+	double seconds[IPK_MIG_NPHASES];
+	double downtime;          /* guest stopped on A .. running on B (or on A again) */
+	uint64_t bytes_wire;      /* transport bytes, both directions */
+	uint64_t image_bytes;     /* size of the captured image */
+	uint64_t bytes_skipped;   /* image bytes the target already held */
+	uint64_t counter_before, counter_after; /* guest heartbeat counters */
+	char checksum[33];        /* verified frame checksum */
+	char image[4096];         /* A's final image (kept after a failed rollback) */
+	char where[16];           /* "target", "source", "source-image" or "unknown" */
+};
+
+/* Migrate opts->domain to the receiver at the other end of t (already
+ * authenticated; NULL with engine libvirt). Returns 0 when the guest runs
+ * verified on B, or -1 with err and res->rolled_back / res->where saying
+ * where the session is. err->code: that of the first failure (transport
+ * codes, IPK_EXIT_UNAVAILABLE for libvirt, IPK_EXIT_FAIL for a failed
+ * verification, IPK_EXIT_CANTCREAT for a full target disk, ...), or
+ * IPK_EXIT_SOFTWARE when the rollback itself failed (the message names the
+ * image that holds the session). */
+int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struct ipk_migrate_result *res,
+		struct ipk_err *err);
+
+struct ipk_serve_opts {
+	const char *image_dir;    /* where images land on this side */
+	const char *default_uri;  /* libvirt URI when the sender gives none */
+	int keep;                 /* keep received images after success */
+};
+
+struct ipk_serve_result {
+	char domain[256];
+	int committed;            /* the session now runs here */
+	uint64_t bytes_received;
+};
+
+/* Serve one sender on t (already authenticated) until it closes. Anything
+ * restored here and not committed is destroyed, and received images are
+ * removed, when the sender aborts or the stream breaks. Returns 0 when the
+ * sender finished (committed or aborted cleanly), or -1 with err. */
+int ipk_migrate_serve(struct ipk_transport *t, const struct ipk_serve_opts *o, struct ipk_serve_result *res,
+		      struct ipk_err *err);
+
+#endif

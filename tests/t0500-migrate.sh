@@ -1,0 +1,314 @@
+#!/bin/bash
+# t0500-migrate: ip-migrate in the two-host lab, for real: the running test
+# guest moves A -> B and back B -> A over the authenticated TCP transport and
+# over ssh (a real sshd in each host's namespace), verified by its frame
+# checksum and heartbeat continuity; then faults, each of which must end
+# with the session running on exactly one host (A), intact, with a clear
+# error and the documented exit code: wrong key (78), a byte corrupted in
+# flight (65), receiver killed mid-transfer (75), link cut mid-transfer
+# (75; the retry resumes), target disk full (73), target libvirtd stopped
+# before the restore (69).
+. "$(dirname "$0")/lib.sh"
+
+need_root
+need_cmd ip unshare libvirtd virtlogd virsh qemu-system-x86_64 python3 make gcc cpio gzip ip-migrate
+[ -x /bin/busybox ] || skip_all "needs busybox-static"
+ls /boot/vmlinuz-* >/dev/null 2>&1 || skip_all "needs linux-image-amd64"
+
+LAB=$IPKIT_TOP/examples/lab/ipkit-lab
+G=$IPKIT_TOP/examples/guest/ipkit-guest
+export IPKIT_LAB_DIR=$TMP/lab
+export IPKIT_LAB_NAME=ipkm$(($$ % 100000))
+export IPKIT_LAB_NET=10.78.$((100 + $$ % 150))
+export IPKIT_LAB_TIMEOUT=60
+P=$IPKIT_LAB_NAME
+N=$IPKIT_LAB_NET
+NAME=t0500
+U1=qemu+tcp://$N.11/system
+U2=qemu+tcp://$N.12/system
+MIG=$(command -v ip-migrate)
+T_START=$(date +%s%N)
+log() { echo "# $*" >&2; }
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+
+at_exit '"$LAB" down >/dev/null 2>&1'
+if ! make -s -C "$IPKIT_TOP" -f examples/guest/guest.mk guest >"$TMP/make.out" 2>&1; then
+	fail "guest builds" "$(tail -c 300 "$TMP/make.out" | tr '\n' ' ')"
+	exit 0
+fi
+EXPECT=$("$IPKIT_TOP/build/guest/renderer-host" --frame-checksum)
+if ! "$LAB" up 2 >"$TMP/up.out" 2>"$TMP/up.err"; then
+	fail "lab up 2" "$(tail -c 400 "$TMP/up.err" | tr '\n' ' ')"
+	exit 0
+fi
+mkdir -p "$TMP/a" "$TMP/b" "$TMP/full"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/key"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/wrong"
+S1=$("$G" sock-path "$U1" "$NAME")
+S2=$("$G" sock-path "$U2" "$NAME")
+
+"$G" define "$U1" "$NAME" --mem 192 --fill 64 --dirty 1 >/dev/null 2>"$TMP/err" &&
+	"$G" start "$U1" "$NAME" 2>>"$TMP/err" &&
+	"$G" wait-heartbeat "$U1" "$NAME" 3 120 >/dev/null 2>>"$TMP/err"
+if [ $? != 0 ]; then
+	fail "test guest runs on host 1" "$(tail -c 300 "$TMP/err" | tr '\n' ' ')"
+	exit 0
+fi
+ok "test guest runs on host 1"
+
+# receivers: one per host on port 7300, and on host 2 one whose image dir
+# is a 24 MiB tmpfs (disk full) on port 7301
+declare -A RPID
+start_receiver() { # HOST PORT DIR
+	ip netns exec "$P-h$1" "$MIG" --listen "$N.1$1:$2" --key-file "$TMP/key" --image-dir "$3" \
+		--timeout 10 -v 2>>"$TMP/recv-h$1-$2.log" &
+	RPID[$1-$2]=$!
+	local i
+	for i in $(seq 50); do
+		ip netns exec "$P-h$1" bash -c "exec 3<>/dev/tcp/$N.1$1/$2" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+stop_receivers() { local p; for p in "${RPID[@]}"; do kill "$p" 2>/dev/null; done; }
+at_exit stop_receivers
+mount -t tmpfs -o size=24m ipkit-t0500 "$TMP/full" && at_exit 'umount "$TMP/full"'
+start_receiver 1 7300 "$TMP/a" && start_receiver 2 7300 "$TMP/b" && start_receiver 2 7301 "$TMP/full" ||
+	{ fail "receivers listen" "$(cat "$TMP"/recv-*.log | tail -c 300)"; exit 0; }
+ok "receivers listen on both hosts"
+
+state() { virsh -q -c "$1" domstate "$NAME" 2>/dev/null | head -n 1; }
+# where: "1" or "2" when the guest runs on exactly that host, else a description
+where() {
+	local s1 s2
+	s1=$(state "$U1")
+	s2=$(state "$U2")
+	if [ "$s1" = running ] && [ "$s2" != running ]; then echo 1
+	elif [ "$s2" = running ] && [ "$s1" != running ]; then echo 2
+	else echo "h1=$s1 h2=$s2"; fi
+}
+# intact HOST URI: the guest answers the expected checksum there and its
+# counter keeps going
+intact() {
+	local a b
+	a=$("$G" verify "$1" "$NAME" 2>&1) || { echo "verify: $a"; return 1; }
+	sleep 1.5
+	b=$("$G" verify "$1" "$NAME" 2>&1) || { echo "verify: $b"; return 1; }
+	[ "$(awk '{print $2}' <<<"$a")" = "$EXPECT" ] || { echo "checksum $a"; return 1; }
+	[ "$(awk '{print $3}' <<<"$b")" -gt "$(awk '{print $3}' <<<"$a")" ] || { echo "counter stuck: $a / $b"; return 1; }
+	echo "$b"
+}
+counter() { "$G" verify "$1" "$NAME" 2>/dev/null | awk '{print $3}'; }
+
+# migrate FROM TO TRANSPORT [ENV...] [-- OPTIONS]: run ip-migrate from host
+# FROM's namespace; output in $TMP/out, stderr in $TMP/mig.err, exit in $RC
+migrate() {
+	local from=$1 to=$2 how=$3 uf ut sf st
+	shift 3
+	eval "uf=\$U$from ut=\$U$to"
+	sf=$("$G" sock-path "$uf" "$NAME")
+	st=$("$G" sock-path "$ut" "$NAME")
+	local dest
+	case $how in
+	tcp) dest=(--to "tcp://$N.1$to:7300" --key-file "$TMP/key") ;;
+	tcp-full) dest=(--to "tcp://$N.1$to:7301" --key-file "$TMP/key") ;;
+	tcp-wrong) dest=(--to "tcp://$N.1$to:7300" --key-file "$TMP/wrong") ;;
+	ssh) dest=(--to "ssh://root@$N.1$to:2222" --ssh-command "ssh -i $TMP/ssh/id -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+		--remote-command "$MIG" --remote-image-dir "$TMP/$( [ "$to" = 1 ] && echo a || echo b)") ;;
+	esac
+	local envs=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
+	[ "${1:-}" = -- ] && shift
+	ip netns exec "$P-h$from" env "${envs[@]+"${envs[@]}"}" "$MIG" "${dest[@]}" --domain "$NAME" -c "$uf" --target-uri "$ut" \
+		--image-dir "$TMP/$( [ "$from" = 1 ] && echo a || echo b)" --source-sock "$sf" --target-sock "$st" \
+		--expect-checksum "$EXPECT" --verify-timeout 30 --timeout 5 "$@" >"$TMP/out" 2>"$TMP/mig.err"
+	RC=$?
+	log "migrate $from -> $to ($how): exit $RC, $(tail -c 400 "$TMP/mig.err" | tr '\n' ' ')"
+	log "record: $(cat "$TMP/out")"
+}
+field() { python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).readline()); v=r
+for k in sys.argv[2].split("."): v=v.get(k) if isinstance(v,dict) else None
+print("" if v is None else v)' "$TMP/out" "$1"; }
+
+# expect_moved NAME FROM TO: a successful migration's checks
+expect_moved() {
+	local what=$1 to=$3 before after
+	check_eq "$what: exit 0" 0 "$RC"
+	check_eq "$what: record outcome" success "$(field outcome)"
+	check_eq "$what: runs on host $to only" "$to" "$(where)"
+	eval "local ut=\$U$to uf=\$U$2"
+	check_eq "$what: defined but off on host $2" "shut off" "$(state "$uf")"
+	if r=$(intact "$ut"); then ok "$what: intact on host $to ($r)"; else fail "$what: intact on host $to" "$r"; fi
+	before=$(field counter_before)
+	after=$(field counter_after)
+	if [ -n "$before" ] && [ -n "$after" ] && [ "$after" -ge "$before" ] && [ "$after" -le $((before + 30)) ]; then
+		ok "$what: heartbeat continues ($before -> $after)"
+	else
+		fail "$what: heartbeat continues" "before '$before' after '$after'"
+	fi
+	log "$what: downtime $(field downtime_s) s, $(field bytes_wire) bytes on the wire, image $(field image_bytes), seconds $(field seconds)"
+}
+# expect_rolled_back NAME CODE PATTERN: a fault's checks
+expect_rolled_back() {
+	check_eq "$1: exit $2" "$2" "$RC"
+	check_eq "$1: runs on host 1 only" 1 "$(where)"
+	if r=$(intact "$U1"); then ok "$1: intact on host 1 ($r)"; else fail "$1: intact on host 1" "$r"; fi
+	check_grep "$1: clear error" "$3" "$TMP/mig.err"
+	check_eq "$1: record says where" source "$(field where)"
+	[ -z "$(ls "$TMP/b"/*.save 2>/dev/null)" ] && ok "$1: no image left on host 2" || fail "$1: no image left on host 2" "$(ls "$TMP/b")"
+	no_sanitizer_report "$1: no sanitizer report" "$TMP/mig.err"
+}
+
+# ---- TCP: A -> B -> A --------------------------------------------------------
+t=$(date +%s%N)
+migrate 1 2 tcp
+expect_moved "tcp 1->2" 1 2
+log "tcp 1->2 took $(ms_since "$t") ms"
+check_eq "tcp 1->2: full image, said so" True "$(field full_image)"
+check_grep "tcp 1->2: receiver logged the commit" "committed, runs here" "$TMP/recv-h2-7300.log"
+migrate 2 1 tcp
+expect_moved "tcp 2->1" 2 1
+
+# ---- pre-copy, then a cut-over that sends only a delta ------------------------
+full_wire=$(field bytes_wire)
+migrate 1 2 tcp -- --precopy
+check_eq "precopy: exit 0" 0 "$RC"
+check_eq "precopy: snapshot record" snapshot "$(field type)"
+check_eq "precopy: guest still runs on host 1 only" 1 "$(where)"
+[ -s "$TMP/b/$NAME.base" ] && ok "precopy: base stored on host 2" || fail "precopy: base stored on host 2" "$(ls "$TMP/b")"
+if command -v xxh128sum >/dev/null 2>&1; then
+	check_eq "precopy: base id is the file's XXH3-128" "$(field id)" "$(xxh128sum "$TMP/b/$NAME.base" | awk '{print $1}')"
+else
+	skip "precopy: base id is the file's XXH3-128" "needs xxh128sum (xxhash)"
+fi
+sleep 3
+migrate 1 2 tcp
+expect_moved "delta 1->2" 1 2
+check_eq "delta 1->2: not a full image" False "$(field full_image)"
+wire=$(field bytes_wire)
+if [ -n "$wire" ] && [ -n "$full_wire" ] && [ "$wire" -lt $((full_wire / 3)) ]; then
+	ok "delta 1->2: fewer bytes on the wire ($wire vs $full_wire for the full image)"
+else
+	fail "delta 1->2: fewer bytes on the wire" "$wire vs $full_wire"
+fi
+[ ! -e "$TMP/b/$NAME.base" ] && [ ! -e "$TMP/a/$NAME.base" ] && ok "delta 1->2: bases removed after the release" ||
+	fail "delta 1->2: bases removed after the release" "$(ls "$TMP/a" "$TMP/b")"
+migrate 2 1 tcp
+expect_moved "tcp 2->1 after delta" 2 1
+
+# ---- faults (the guest runs on host 1) -----------------------------------------
+migrate 1 2 tcp-wrong
+expect_rolled_back "wrong key" 78 "wrong key"
+check_grep "wrong key: receiver refused before reading state" "refused .*wrong key" "$TMP/recv-h2-7300.log"
+
+migrate 1 2 tcp IPKIT_MIGRATE_TEST_CORRUPT=3000000
+expect_rolled_back "corrupted byte" 65 "integrity check failed"
+check_eq "corrupted byte: record outcome" rolled-back "$(field outcome)"
+
+migrate 1 2 tcp "IPKIT_MIGRATE_TEST_HOOK=transfer:(sleep 1; kill ${RPID[2-7300]}) &" -- --bwlimit 8M
+expect_rolled_back "receiver killed mid-transfer" 75 "connection closed|no progress|reset"
+start_receiver 2 7300 "$TMP/b" || fail "receiver restarts" "$(tail -c 300 "$TMP/recv-h2-7300.log")"
+
+migrate 1 2 tcp "IPKIT_MIGRATE_TEST_HOOK=transfer:(sleep 1; ip -n $P-h2 link set eth0 down) &" -- --bwlimit 8M
+ip -n "$P-h2" link set eth0 up
+expect_rolled_back "link cut mid-transfer" 75 "no progress|closed|reset"
+sleep 11 # the receiver gives up on the dead stream (its --timeout 10) and cleans up
+parts=$(ls "$TMP/b"/*.part 2>/dev/null | wc -l)
+check_eq "link cut: partial image kept for a resume" 1 "$parts"
+migrate 1 2 tcp
+expect_moved "retry after link cut" 1 2
+skipped=$(field bytes_skipped)
+if [ "${skipped:-0}" -gt 0 ]; then ok "retry resumed: $skipped bytes skipped"; else fail "retry resumed" "bytes_skipped '${skipped}'"; fi
+migrate 2 1 tcp
+expect_moved "tcp 2->1 again" 2 1
+
+migrate 1 2 tcp-full
+expect_rolled_back "target disk full" 73 "No space left on device"
+check_eq "disk full: tmpfs emptied" "" "$(ls -A "$TMP/full")"
+
+# ---- failures in the other states --------------------------------------------
+migrate 1 2 tcp -- --image-dir /nonexistent/dir
+expect_rolled_back "capture fails (no image dir)" 69 "capture"
+check_eq "capture fails: record phase" capture "$(field phase)"
+migrate 1 2 tcp -- --check-cmd 'test "$IPKIT_DOMAIN" = nothing'
+expect_rolled_back "verification fails (user check)" 1 "check command"
+check_eq "verification fails: record phase" verify "$(field phase)"
+migrate 1 2 tcp "IPKIT_MIGRATE_TEST_HOOK=apply:exit 3"
+expect_rolled_back "failure in apply" 1 "hook for phase apply"
+migrate 1 2 tcp "IPKIT_MIGRATE_TEST_HOOK=release:exit 3"
+expect_rolled_back "failure before release" 1 "hook for phase release"
+check_eq "failure before release: host 2 keeps only its old, stopped definition" "shut off" "$(state "$U2")"
+
+# ---- ssh: A -> B -> A --------------------------------------------------------
+if command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; then
+	mkdir -p "$TMP/ssh" /run/sshd
+	ssh-keygen -q -t ed25519 -N '' -f "$TMP/ssh/host" && ssh-keygen -q -t ed25519 -N '' -f "$TMP/ssh/id"
+	cp "$TMP/ssh/id.pub" "$TMP/ssh/authorized_keys"
+	for h in 1 2; do
+		cat >"$TMP/ssh/sshd-$h.conf" <<-EOF
+		Port 2222
+		ListenAddress $N.1$h
+		HostKey $TMP/ssh/host
+		AuthorizedKeysFile $TMP/ssh/authorized_keys
+		PermitRootLogin prohibit-password
+		PasswordAuthentication no
+		KbdInteractiveAuthentication no
+		UsePAM no
+		StrictModes no
+		PidFile $TMP/ssh/sshd-$h.pid
+		SetEnv ASAN_OPTIONS=$ASAN_OPTIONS UBSAN_OPTIONS=$UBSAN_OPTIONS
+		EOF
+		ip netns exec "$P-h$h" /usr/sbin/sshd -f "$TMP/ssh/sshd-$h.conf" -E "$TMP/ssh/sshd-$h.log"
+	done
+	at_exit 'for h in 1 2; do [ -s "$TMP/ssh/sshd-$h.pid" ] && kill "$(cat "$TMP/ssh/sshd-$h.pid")"; done'
+	# a user check over HTTP, answered on host 2
+	ip netns exec "$P-h2" python3 -m http.server --bind "$N.12" 8099 --directory "$TMP/ssh" >/dev/null 2>&1 &
+	HTTP_PID=$!
+	at_exit 'kill $HTTP_PID'
+	sleep 0.7
+	migrate 1 2 ssh -- --check-url "http://$N.12:8099/"
+	expect_moved "ssh 1->2 (with --check-url)" 1 2
+	migrate 2 1 ssh
+	expect_moved "ssh 2->1" 2 1
+else
+	skip "ssh 1->2 and 2->1" "needs openssh-server (sshd)"
+fi
+
+# ---- stream mode: a warm reservation and an idle prediction trigger it ---------
+{
+	echo '{"type":"sample","v":1,"ts":1,"session":"other","interval":1,"sources":["replay"]}'
+	echo '{"type":"reservation","v":1,"ts":2,"session":"'"$NAME"'","host":"'"$U2"'","state":"warm"}'
+	echo '{"type":"prediction","v":1,"ts":3,"session":"'"$NAME"'","p":{"10":0.9},"idle_s":2,"threshold":0.8,"decision":"idle","model":"m"}'
+	echo '{"type":"prediction","v":1,"ts":4,"session":"'"$NAME"'","p":{"10":0.95},"idle_s":12,"threshold":0.8,"decision":"idle","model":"m"}'
+	echo '{"type":"prediction","v":1,"ts":5,"session":"'"$NAME"'","p":{"10":0.95},"idle_s":13,"threshold":0.8,"decision":"idle","model":"m"}'
+} >"$TMP/stream.in"
+ip netns exec "$P-h1" "$MIG" --to "tcp://$N.12:7300" --key-file "$TMP/key" -c "$U1" --image-dir "$TMP/a" \
+	--source-sock "$IPKIT_LAB_DIR/h1/lib/qemu/{domain}.verify.sock" --target-sock "$IPKIT_LAB_DIR/h2/lib/qemu/{domain}.verify.sock" \
+	--confirm-idle 10 --timeout 5 <"$TMP/stream.in" >"$TMP/stream.out" 2>"$TMP/mig.err"
+RC=$?
+log "stream: exit $RC: $(tr '\n' ' ' <"$TMP/mig.err" | tail -c 300)"
+check_eq "stream: exit 0" 0 "$RC"
+check_eq "stream: other records pass through" 1 "$(grep -c '"type":"sample"' "$TMP/stream.out")"
+check_eq "stream: reservation and predictions consumed" 0 "$(grep -cE '"type":"(reservation|prediction)"' "$TMP/stream.out")"
+check_eq "stream: one migration, once per warm reservation" 1 "$(grep -c '"type":"migration"' "$TMP/stream.out")"
+grep '"type":"migration"' "$TMP/stream.out" >"$TMP/out"
+check_eq "stream: migration succeeded" success "$(field outcome)"
+check_eq "stream: to the reservation's host" "$N.12 $U2" "$(field to) $(field target_uri)"
+check_eq "stream: runs on host 2 only" 2 "$(where)"
+
+# ---- native engine back: libvirt live migration, same verification ---------------
+migrate 2 1 tcp -- --engine libvirt --migrate-uri "tcp://$N.11"
+check_eq "libvirt engine 2->1: exit 0" 0 "$RC"
+check_eq "libvirt engine 2->1: record" "success libvirt" "$(field outcome) $(field engine)"
+check_eq "libvirt engine 2->1: runs on host 1 only" 1 "$(where)"
+if r=$(intact "$U1"); then ok "libvirt engine 2->1: intact on host 1 ($r)"; else fail "libvirt engine 2->1: intact on host 1" "$r"; fi
+a=$(field counter_after); b=$(field counter_before)
+[ -n "$a" ] && [ -n "$b" ] && [ "$a" -ge "$b" ] && ok "libvirt engine 2->1: heartbeat continues ($b -> $a)" ||
+	fail "libvirt engine 2->1: heartbeat continues" "'$b' -> '$a'"
+
+# ---- target libvirtd stopped before the restore (last: the lab repairs it) -----
+lvpid=$(sed -n 's/^pid libvirtd 2 \([0-9]*\)$/\1/p' "$IPKIT_LAB_DIR/state")
+migrate 1 2 tcp "IPKIT_MIGRATE_TEST_HOOK=restore:kill $lvpid; sleep 1"
+expect_rolled_back "target libvirtd stopped before restore" 69 "restore|libvirt"
+
+log "t0500 total: $(ms_since "$T_START") ms"
