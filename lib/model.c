@@ -122,6 +122,18 @@ int ipk_model_encode(const struct ipk_model *m, unsigned char **buf, size_t *len
 	put_u64(&b, np);
 	for (size_t k = 0; k < np; k++)
 		put_f32(&b, (float)p[k]);
+	put_u32(&b, in->stacked ? 1 : 0);
+	if (in->stacked) {
+		put_f64(&b, in->early_idle);
+		put_u32(&b, (uint32_t)in->nfeat);
+		for (int k = 0; k < in->nwin; k++)
+			for (int i = 0; i <= in->nfeat; i++)
+				put_f64(&b, in->lr_w[k][i]);
+		put_u32(&b, IPK_MODEL_STACK_IN);
+		for (int k = 0; k < in->nwin; k++)
+			for (int i = 0; i <= IPK_MODEL_STACK_IN; i++)
+				put_f64(&b, in->stack_w[k][i]);
+	}
 	if (!b.oom) {
 		uint64_t total = b.n + 8;
 		for (int i = 0; i < 8; i++)
@@ -213,6 +225,43 @@ static void get_str(struct rbuf *b, size_t n, char *dst, size_t cap)
 	dst[n] = '\0';
 }
 
+/* The output stage after the parameters into in; NULL or why it is bad. */
+static const char *get_stage(struct rbuf *b, struct ipk_model_info *in)
+{
+	uint32_t kind = get_u32(b);
+	if (b->short_read)
+		return NULL;
+	if (kind > 1)
+		return "bad output stage: unknown kind";
+	in->stacked = (int)kind;
+	if (!kind)
+		return NULL;
+	in->early_idle = get_f64(b);
+	if (!b->short_read && !(in->early_idle >= 0 && isfinite(in->early_idle)))
+		return "bad output stage: early idle limit out of range";
+	uint32_t nlr = get_u32(b);
+	if (!b->short_read && nlr != (uint32_t)in->nfeat)
+		return "bad output stage: regression size differs from the feature count";
+	for (int k = 0; k < in->nwin && !b->short_read; k++)
+		for (int i = 0; i <= in->nfeat; i++)
+			in->lr_w[k][i] = get_f64(b);
+	uint32_t ns = get_u32(b);
+	if (!b->short_read && ns != IPK_MODEL_STACK_IN)
+		return "bad output stage: stacking size is not this build's";
+	for (int k = 0; k < in->nwin && !b->short_read; k++)
+		for (int i = 0; i <= IPK_MODEL_STACK_IN; i++)
+			in->stack_w[k][i] = get_f64(b);
+	for (int k = 0; k < in->nwin && !b->short_read; k++) {
+		for (int i = 0; i <= in->nfeat; i++)
+			if (!isfinite(in->lr_w[k][i]))
+				return "bad output stage: a weight is not a finite number";
+		for (int i = 0; i <= IPK_MODEL_STACK_IN; i++)
+			if (!isfinite(in->stack_w[k][i]))
+				return "bad output stage: a weight is not a finite number";
+	}
+	return NULL;
+}
+
 #define BAD(...) (ipk_err_set(err, IPK_EXIT_DATAERR, __VA_ARGS__), NULL)
 
 struct ipk_model *ipk_model_decode(const unsigned char *buf, size_t len, const char *name, struct ipk_err *err)
@@ -223,6 +272,10 @@ struct ipk_model *ipk_model_decode(const unsigned char *buf, size_t len, const c
 		return BAD("read model '%s': truncated (%zu bytes)", name, len);
 	struct rbuf b = { .p = buf, .n = len, .pos = 8 };
 	uint32_t ver = get_u32(&b);
+	if (ver == 1)
+		return BAD("read model '%s': format version 1 is no longer supported (this build reads version %d, "
+			   "which adds the stacked output stage); retrain it with ip-train",
+			   name, IPK_MODEL_VERSION);
 	if (ver != IPK_MODEL_VERSION)
 		return BAD("read model '%s': format version %" PRIu32 " is not supported (this build reads version %d)",
 			   name, ver, IPK_MODEL_VERSION);
@@ -304,8 +357,10 @@ struct ipk_model *ipk_model_decode(const unsigned char *buf, size_t len, const c
 					why = "a parameter is not a finite number";
 				p[k] = f;
 			}
+			if (!why)
+				why = get_stage(&b, in);
 			if (!why && !b.short_read && b.pos != b.n)
-				why = "bytes left over after the parameters";
+				why = "bytes left over after the output stage";
 			if (why || b.short_read) {
 				ipk_lstm_free(net);
 			} else {
@@ -322,6 +377,60 @@ struct ipk_model *ipk_model_decode(const unsigned char *buf, size_t len, const c
 	if (why)
 		return BAD("read model '%s': %s", name, why);
 	return NULL;
+}
+
+/* ------------------------------------------------------- output stage */
+
+static double clamp_logit(double p)
+{
+	if (!(p >= 1e-6))
+		p = 1e-6;
+	if (p > 1 - 1e-6)
+		p = 1 - 1e-6;
+	return log(p / (1 - p));
+}
+
+static double sigmoid(double z)
+{
+	return z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z));
+}
+
+void ipk_model_stack_inputs(double q, double r, double idle, double early_idle, float *z)
+{
+	double lq = clamp_logit(q), lr = clamp_logit(r), e = idle <= early_idle ? 1 : 0;
+	z[0] = (float)lq;
+	z[1] = (float)lr;
+	z[2] = (float)log1p(idle > 0 ? idle : 0);
+	z[3] = (float)e;
+	z[4] = (float)(e * lq);
+	z[5] = (float)(e * lr);
+}
+
+void ipk_model_output(const struct ipk_model *m, const float *x, double idle, const float *q, float *p)
+{
+	ipk_model_info_output(&m->info, x, idle, q, p);
+}
+
+void ipk_model_info_output(const struct ipk_model_info *in, const float *x, double idle, const float *q, float *p)
+{
+	if (!in->stacked) {
+		if (p != q)
+			memcpy(p, q, sizeof(float) * in->nwin);
+		return;
+	}
+	for (int k = 0; k < in->nwin; k++) {
+		const double *w = in->lr_w[k];
+		double a = w[in->nfeat];
+		for (int i = 0; i < in->nfeat; i++)
+			a += w[i] * x[i];
+		float z[IPK_MODEL_STACK_IN];
+		ipk_model_stack_inputs(q[k], sigmoid(a), idle, in->early_idle, z);
+		const double *v = in->stack_w[k];
+		double b = v[IPK_MODEL_STACK_IN];
+		for (int i = 0; i < IPK_MODEL_STACK_IN; i++)
+			b += v[i] * z[i];
+		p[k] = (float)sigmoid(b);
+	}
 }
 
 /* ------------------------------------------------------------- objects */

@@ -2,10 +2,10 @@
  * around it (prediction windows, thresholds, the feature list and its
  * normalisation), stored in a versioned, checksummed, portable file.
  *
- * File format, version 1 (all integers and floats little-endian, floats
+ * File format, version 2 (all integers and floats little-endian, floats
  * IEEE-754; byte offsets from the start):
  *   0   8  magic "IPKMODEL"
- *   8   4  u32 format version (1)
+ *   8   4  u32 format version (2)
  *   12  8  u64 total file length in bytes, checksum included
  *   20  .. u32 n_in, hidden, layers, n_out
  *          n_out x f64 window (seconds), n_out x f64 threshold (0..1)
@@ -15,7 +15,21 @@
  *          describing how the model was made
  *          u64 nparams, then nparams x f32: the LSTM parameters in
  *          lstm.h's canonical order
+ *          u32 output stage: 0 the network's outputs are the probabilities;
+ *          1 stacked (below), then: f64 early_idle; u32 nlr (== nfeat),
+ *          n_out x (nlr + 1) f64 logistic-regression weights (intercept
+ *          last); u32 nstack (== IPK_MODEL_STACK_IN), n_out x (nstack + 1)
+ *          f64 stacking weights (intercept last)
  *   end-8  u64 XXH64 (seed 0) of every byte before it
+ * Version 1 (no output stage) is refused with a message saying to retrain.
+ *
+ * Stacked output of window k (ipk_model_output): with x the normalised
+ * features, q the network's output, r = sigmoid(lr_w[k] . x + lr_w[k][nlr])
+ * (a logistic regression on the features), e = 1 when idle <= early_idle
+ * else 0, and z = (logit q, logit r, log1p(idle), e, e logit q, e logit r)
+ * (logits of values clamped to 1e-6..1-1e-6), the probability is
+ * sigmoid(stack_w[k] . z + stack_w[k][nstack]). ip-train fits lr_w on the
+ * training users and stack_w on the validation users only.
  * The checksum covers the whole file, so any changed byte is detected.
  * A reader refuses a file whose magic, version, length, checksum or sizes
  * are wrong, naming the file and the reason.
@@ -32,7 +46,8 @@
 #include "ipk.h"
 #include "lstm.h"
 
-#define IPK_MODEL_VERSION 1
+#define IPK_MODEL_VERSION 2
+#define IPK_MODEL_STACK_IN 6
 #define IPK_MODEL_MAX_FEAT 256
 #define IPK_MODEL_FEAT_NAME 32
 
@@ -47,6 +62,10 @@ struct ipk_model_info {
 	float scale[IPK_MODEL_MAX_FEAT];          /* > 0 */
 	char name[64];                            /* e.g. "lstm-h32" */
 	char meta[512];                           /* how it was made */
+	int stacked;                              /* output stage: 0 none, 1 stacked */
+	double early_idle;                        /* stacked: the "early" indicator's limit, s */
+	double lr_w[IPK_LSTM_MAX_OUT][IPK_MODEL_MAX_FEAT + 1];  /* stacked: per window */
+	double stack_w[IPK_LSTM_MAX_OUT][IPK_MODEL_STACK_IN + 1]; /* stacked: per window */
 };
 
 struct ipk_model;
@@ -58,6 +77,18 @@ void ipk_model_free(struct ipk_model *m);
 
 const struct ipk_model_info *ipk_model_info(const struct ipk_model *m);
 struct ipk_lstm *ipk_model_net(const struct ipk_model *m);
+/* The probabilities of one step: from the normalised features x (nfeat),
+ * the seconds of inactivity idle and the network's outputs q (n_out), into
+ * p (n_out; may be q itself). Without a stage p = q; stacked, see above. */
+void ipk_model_output(const struct ipk_model *m, const float *x, double idle, const float *q, float *p);
+/* The same from a model's info alone (as ip-train does before the model
+ * exists). */
+void ipk_model_info_output(const struct ipk_model_info *in, const float *x, double idle, const float *q, float *p);
+
+/* The stacking inputs z (IPK_MODEL_STACK_IN) of window k from the network's
+ * output q and the regression's r (both probabilities) and idle. */
+void ipk_model_stack_inputs(double q, double r, double idle, double early_idle, float *z);
+
 /* "NAME-XXXXXXXX": the name and the high 32 bits of the checksum of the
  * model's encoding (the file's checksum), computed at creation. */
 const char *ipk_model_id(const struct ipk_model *m);

@@ -228,6 +228,7 @@ int ipk_predictor_step(struct ipk_predictor *p, const struct ipk_sample *smp, st
 	ipk_lstm_step(ipk_model_net(p->m), &s->ls, 1, x, out->p);
 	out->ts = smp->ts;
 	out->idle_s = ipk_feat_idle(s->fs);
+	ipk_model_output(p->m, x, out->idle_s, out->p, out->p);
 	out->nwin = in->nwin;
 	memcpy(out->window, in->window, sizeof(double) * in->nwin);
 	out->decide = p->decide;
@@ -291,7 +292,7 @@ static int batch_flush(struct ipk_predictor *p, int m, struct ipk_prediction *ou
 	}
 	for (int r = 0; r < m; r++) {
 		struct ipk_prediction *o = &out[p->brow[r]];
-		memcpy(o->p, p->bp + (size_t)r * in->nwin, sizeof(float) * in->nwin);
+		ipk_model_output(p->m, p->bx + (size_t)r * IPK_FEAT_COUNT, o->idle_s, p->bp + (size_t)r * in->nwin, o->p);
 		o->above = round(o->p[p->decide] * 1e6) / 1e6 >= round(p->threshold * 1e6) / 1e6;
 	}
 	return 0;

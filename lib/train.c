@@ -22,6 +22,7 @@ void ipk_train_defaults(struct ipk_train_opts *o)
 	o->lstm.lr = 2e-3;
 	o->seed = 1;
 	o->baselines = 1;
+	o->stack = 1;
 	o->early_idle = 2;
 }
 
@@ -63,6 +64,8 @@ struct work {
 	float *yval, *yearly, *xval;   /* [nval][nwin], [nval][nwin], [nval][F] */
 	double *idle;                  /* [nval] */
 	double *best;                  /* best parameters */
+	float *xtr, *ytr;              /* training steps: features, labels */
+	long ntr;
 };
 
 static void work_free(struct work *w)
@@ -84,6 +87,8 @@ static void work_free(struct work *w)
 	free(w->xval);
 	free(w->idle);
 	free(w->best);
+	free(w->xtr);
+	free(w->ytr);
 }
 
 static int split_users(const struct ipk_train_opts *o, const struct ipk_dataset *d, struct work *w,
@@ -182,6 +187,61 @@ static double val_score(struct work *w, int nwin)
 			s += (m.pr_auc + e.pr_auc + e.roc_auc) / 3;
 	}
 	return s / nwin;
+}
+
+/* The stacked output stage (model.h) into info: per window, a logistic
+ * regression on the features fitted on the training steps, then the
+ * stacking regression on the validation steps' network outputs (w->pred,
+ * replaced by the stacked probabilities). */
+static int fit_stack(const struct ipk_train_opts *o, struct work *w, struct ipk_model_info *info, struct ipk_err *err)
+{
+	const int F = IPK_FEAT_COUNT, nwin = o->nwin, S = IPK_MODEL_STACK_IN;
+	float *z = malloc(sizeof(float) * (w->nval ? w->nval : 1) * S);
+	if (!z)
+		return ipk_err_set(err, IPK_EXIT_OSERR, "train model: out of memory");
+	info->stacked = 1;
+	info->early_idle = o->early_idle;
+	for (int j = 0; j < nwin; j++) {
+		struct ipk_logreg lr, st;
+		struct ipk_err e2 = { 0 };
+		memset(info->lr_w[j], 0, sizeof(info->lr_w[j]));
+		memset(info->stack_w[j], 0, sizeof(info->stack_w[j]));
+		/* a window whose training or validation steps hold one class
+		 * only keeps the network's output: identity weights */
+		info->stack_w[j][0] = 1;
+		if (ipk_logreg_fit(&lr, w->xtr, F, w->ytr + j, nwin, w->ntr, 1e-3, &e2) < 0) {
+			if (e2.code != IPK_EXIT_DATAERR)
+				goto fail;
+			continue;
+		}
+		for (long k = 0; k < w->nval; k++)
+			ipk_model_stack_inputs(w->pred[k * nwin + j], ipk_logreg_predict(&lr, w->xval + k * F), w->idle[k],
+					       o->early_idle, z + k * S);
+		if (ipk_logreg_fit(&st, z, S, w->yval + j, nwin, w->nval, 1e-3, &e2) < 0) {
+			if (e2.code != IPK_EXIT_DATAERR)
+				goto fail;
+			continue;
+		}
+		for (int i = 0; i <= F; i++)
+			info->lr_w[j][i] = lr.w[i];
+		for (int i = 0; i <= S; i++)
+			info->stack_w[j][i] = st.w[i];
+	}
+	free(z);
+	info->nwin = nwin;
+	info->nfeat = F;
+	float q[IPK_LSTM_MAX_OUT], p[IPK_LSTM_MAX_OUT];
+	for (long k = 0; k < w->nval; k++) {
+		for (int j = 0; j < nwin; j++)
+			q[j] = (float)w->pred[k * nwin + j];
+		ipk_model_info_output(info, w->xval + k * F, w->idle[k], q, p);
+		for (int j = 0; j < nwin; j++)
+			w->pred[k * nwin + j] = p[j];
+	}
+	return 0;
+fail:
+	free(z);
+	return ipk_err_set(err, IPK_EXIT_OSERR, "train model: out of memory");
 }
 
 struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk_dataset *d, ipk_train_progress cb,
@@ -292,9 +352,26 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 	ipk_lstm_sync(net);
 	predict_val(d, &w, net, nwin);
 
-	/* the model file's contents */
+	/* training rows for the logistic regressions: all training steps */
+	if (o->baselines || o->stack) {
+		w.xtr = malloc(sizeof(float) * rep->train_steps * F);
+		w.ytr = malloc(sizeof(float) * rep->train_steps * nwin);
+		if (!w.xtr || !w.ytr)
+			goto oom;
+		for (int i = 0; i < d->n; i++) {
+			if (w.is_val[i])
+				continue;
+			memcpy(w.xtr + w.ntr * F, w.x[i], sizeof(float) * d->s[i].n * F);
+			memcpy(w.ytr + w.ntr * nwin, w.y[i], sizeof(float) * d->s[i].n * nwin);
+			w.ntr += d->s[i].n;
+		}
+	}
 	info->nwin = nwin;
 	info->nfeat = F;
+	if (o->stack && fit_stack(o, &w, info, err) < 0)
+		goto fail;
+
+	/* the model file's contents */
 	for (int j = 0; j < nwin; j++) {
 		info->window[j] = o->window[j];
 		for (long k = 0; k < w.nval; k++)
@@ -306,8 +383,9 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 		snprintf(info->feat[i], IPK_MODEL_FEAT_NAME, "%s", ipk_feat_name(i));
 	snprintf(info->name, sizeof(info->name), "lstm-h%d-l%d", o->hidden, o->layers);
 	snprintf(info->meta, sizeof(info->meta),
-		 "ip-train seed %llu, epochs %d (best %d), batch %d, bptt %d, lr %g; train users %.180s; validation users %.180s",
-		 (unsigned long long)o->seed, o->epochs, rep->best_epoch, lo.batch, lo.bptt, lo.lr, rep->train_users,
+		 "ip-train seed %llu, epochs %d (best %d), batch %d, bptt %d, lr %g%s; train users %.180s; validation users %.180s",
+		 (unsigned long long)o->seed, o->epochs, rep->best_epoch, lo.batch, lo.bptt, lo.lr,
+		 o->stack ? ", stacked on validation users" : "", rep->train_users,
 		 rep->val_users);
 
 	/* evaluation on the validation users */
@@ -318,32 +396,13 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 			if (!w.is_val[i] && ipk_gaphist_add_session(gh, d->s[i].ts, d->s[i].events, d->s[i].n) < 0)
 				goto oom;
 	}
-	/* training rows for the logistic regression: all training steps */
-	float *xtr = NULL, *ytr = NULL;
-	long ntr = 0;
-	if (o->baselines) {
-		xtr = malloc(sizeof(float) * rep->train_steps * F);
-		ytr = malloc(sizeof(float) * rep->train_steps * nwin);
-		if (!xtr || !ytr) {
-			free(xtr);
-			free(ytr);
-			goto oom;
-		}
-		for (int i = 0; i < d->n; i++) {
-			if (w.is_val[i])
-				continue;
-			memcpy(xtr + ntr * F, w.x[i], sizeof(float) * d->s[i].n * F);
-			memcpy(ytr + ntr * nwin, w.y[i], sizeof(float) * d->s[i].n * nwin);
-			ntr += d->s[i].n;
-		}
-	}
 	int bad = 0;
 	for (int j = 0; j < nwin && !bad; j++) {
 		int npred = o->baselines ? 4 : 1;
 		for (int p = 0; p < npred && !bad; p++) {
 			const char *name = p == 0 ? "lstm" : p == 1 ? "idle-timer" : p == 2 ? "hybrid-histogram" : "logistic";
 			struct ipk_logreg lr;
-			if (p == 3 && ipk_logreg_fit(&lr, xtr, F, ytr + j, nwin, ntr, 1e-3, err) < 0) {
+			if (p == 3 && ipk_logreg_fit(&lr, w.xtr, F, w.ytr + j, nwin, w.ntr, 1e-3, err) < 0) {
 				bad = 1;
 				break;
 			}
@@ -366,8 +425,6 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 			}
 		}
 	}
-	free(xtr);
-	free(ytr);
 	if (bad) {
 		if (!err || !err->code)
 			ipk_err_set(err, IPK_EXIT_OSERR, "evaluate model: out of memory");
@@ -621,6 +678,7 @@ int ipk_eval_model(const struct ipk_model *m, const struct ipk_dataset *d, const
 		for (long t = 0; t < s->n; t++, k++) {
 			ipk_norm_apply(in->mean, in->scale, F, s->raw + t * F, x + k * F);
 			ipk_lstm_step(net, &st, 1, x + k * F, p);
+			ipk_model_output(m, x + k * F, s->idle[t], p, p);
 			for (int j = 0; j < nwin; j++) {
 				pred[k * nwin + j] = p[j];
 				ye[k * nwin + j] = s->idle[t] <= o->early_idle ? y[k * nwin + j] : -1.0f;

@@ -1,6 +1,9 @@
 /* train.h - from gathered samples (dataset.h) to a model file's contents:
  * split by user, normalisation fitted on the training users, LSTM training
- * with the epoch chosen on the validation users, decision thresholds, and
+ * with the epoch chosen on the validation users, the stacked output stage
+ * (model.h: the network combined with a logistic regression on the
+ * features, fitted on the training users, by a per-window logistic
+ * regression fitted on the validation users), decision thresholds, and
  * the evaluation of the model and the three baselines on the validation
  * users (all steps, and early steps: input within the last 2 s).
  *
@@ -25,6 +28,7 @@ struct ipk_train_opts {
 	uint64_t seed;                   /* initial weights and the user split */
 	const char *val_users;           /* comma-separated; NULL: a seeded quarter */
 	int baselines;                   /* fit and score the baselines too */
+	int stack;                       /* stacked output stage (model.h), default 1 */
 	double early_idle;               /* "early" steps: idle <= this (default 2) */
 };
 

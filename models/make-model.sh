@@ -2,9 +2,11 @@
 # make-model.sh - train the default model (models/default.ipkm) from the
 # shared Balabit mouse data set; run by `make model`.
 #
-# The data set's users are split three ways: training users, one validation
-# user (epoch and threshold choice) and the held-out users 15 and 21, never
-# seen by training or selection, on which the model is evaluated. Every step
+# The data set's users are split three ways: training users (the LSTM, the
+# normalisation and the logistic regression of the stacked output stage),
+# one validation user (the epoch, the stacking regression of each window and
+# the thresholds) and the held-out users 15 and 21, never seen by training
+# or selection, on which the model is evaluated. Every step
 # is deterministic (fixed replay start, fixed seed), so two runs write the
 # same bytes. Environment (all optional):
 #   IPKIT_BIN    programs (default build/bin)
@@ -14,7 +16,8 @@
 #   MODEL_VAL    validation user(s), comma-separated (default user29)
 #   MODEL_SEED   seed (default 1)
 #   MODEL_ARGS   more ip-train options (default: the configuration chosen by
-#                cross-validation over the training users, "--epochs 16 --batch 8")
+#                cross-validation over the training users, "--epochs 16 --batch 8";
+#                the stacked output stage is on unless --no-stack is given)
 set -eu
 bin=${IPKIT_BIN:-build/bin}
 data=${MODEL_DATA:-../shared/data/balabit-mouse}

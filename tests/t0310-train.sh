@@ -60,6 +60,35 @@ for w in (5, 10, 30):
 print("ok")
 PY
 check_eq "eval: records complete, the model near or above the timer" ok "$(tail -1 "$TMP/ev.out")"
+# the stacked output stage (default) against the network's outputs alone:
+# the same network (same seed), fitted on the validation users, so there it
+# must not score worse on Brier nor on ROC-AUC over all steps
+ip-train -o "$TMP/m5n" --no-stack --epochs 5 --hidden 8 --batch 4 --bptt 32 --lr 0.01 --seed 5 --val-users u2,u4 --eval "$TMP/s.jsonl" >"$TMP/evaln" 2>"$TMP/err"
+python3 - "$TMP/eval" "$TMP/evaln" >"$TMP/evs.out" 2>&1 <<'PY'
+import json, sys
+def lstm(f):
+    return {(r["window"], r["steps"]): r for r in map(json.loads, open(f)) if r["predictor"] == "lstm"}
+s, n = lstm(sys.argv[1]), lstm(sys.argv[2])
+for w in (5, 10, 30):
+    a, b = s[(w, "all")], n[(w, "all")]
+    assert a["n"] == b["n"]
+    assert a["brier"] <= b["brier"] + 1e-9, ("brier", w, a["brier"], b["brier"])
+    assert a["roc_auc"] >= b["roc_auc"] - 0.002, ("roc_auc", w, a["roc_auc"], b["roc_auc"])
+    assert a["brier"] != b["brier"], "the stage changed nothing"
+print("ok")
+PY
+check_eq "stacked stage: Brier and ROC-AUC on the validation users no worse than the network alone" ok "$(tail -1 "$TMP/evs.out")"
+check "predict with the stacked model" ip-predict -v -m "$TMP/m5" "$TMP/s.jsonl"
+check_grep "the model says it is stacked" "stacked on validation users; train users u1,u3" "$TMP/.err"
+grep -o '"p":{[^}]*}' "$TMP/.out" | head -300 >"$TMP/ps"
+check "predict with the --no-stack model" ip-predict -v -m "$TMP/m5n" "$TMP/s.jsonl"
+grep -o '"p":{[^}]*}' "$TMP/.out" | head -300 >"$TMP/pn"
+if ! grep -q "stacked" "$TMP/.err" && ! cmp -s "$TMP/ps" "$TMP/pn"; then
+	ok "--no-stack: not stacked, other probabilities"
+else
+	fail "--no-stack: not stacked, other probabilities" "$(grep -c stacked "$TMP/.err") mentions; same output"
+fi
+
 ip-train -o "$TMP/m6" --epochs 1 --hidden 4 --table "$TMP/s.jsonl" >"$TMP/table" 2>/dev/null
 check_grep "table has a header" '^predictor +window +steps' "$TMP/table"
 check_grep "table has the hybrid histogram" '^hybrid-histogram +30 +early' "$TMP/table"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # make model: skipped with a message without the data set; reproducible
 # byte for byte for a seed (checked on a small subset of the data, two runs,
-# different thread counts); the shipped default model loads and predicts.
+# different thread counts); the shipped default model loads, is stacked
+# (format version 2) and predicts.
 . "$(dirname "$0")/lib.sh"
 need_cmd ip-collect ip-train ip-predict make
 
@@ -37,6 +38,7 @@ J
 	check "the shipped default model loads and predicts" ip-predict -v -m "$m" "$TMP/s.jsonl"
 	check_eq "one prediction per sample" 3 "$(grep -c '"type":"prediction"' "$TMP/.out")"
 	check_grep "trained with a fixed seed, users 15 and 21 held out" "seed 1,.*train users user12,user16,user20,user23,user7; validation users user29" "$TMP/.err"
+	check_grep "the shipped model has the stacked output stage, fitted on the validation user" "stacked on validation users; train users" "$TMP/.err"
 else
 	fail "the shipped default model exists" "$m missing (make model)"
 fi

@@ -441,6 +441,7 @@ static int plot_series(struct plot *pl, const struct ipk_model *m, const struct 
 		for (long t = 0; t < s->n; t++) {
 			ipk_norm_apply(in->mean, in->scale, IPK_FEAT_COUNT, s->raw + t * IPK_FEAT_COUNT, x);
 			ipk_lstm_step(ipk_model_net(m), &st, 1, x, p);
+			ipk_model_output(m, x, s->idle[t], p, p);
 			if (plot_add(pl, s->session, s->ts[t], p[decide], s->events[t] > 0) < 0) {
 				ipk_lstm_state_free(st);
 				return ipk_err_set(err, IPK_EXIT_OSERR, "plot: out of memory");

@@ -13,7 +13,7 @@
 
 enum {
 	OPT_HIDDEN = 256, OPT_LAYERS, OPT_EPOCHS, OPT_WINDOWS, OPT_BATCH, OPT_BPTT, OPT_LR, OPT_CLIP, OPT_SEED,
-	OPT_THREADS, OPT_VAL_USERS, OPT_EVAL, OPT_TABLE, OPT_NO_BASELINES,
+	OPT_THREADS, OPT_VAL_USERS, OPT_EVAL, OPT_TABLE, OPT_NO_BASELINES, OPT_NO_STACK,
 };
 
 static const struct ipk_opt opts[] = {
@@ -32,6 +32,7 @@ static const struct ipk_opt opts[] = {
 	{ "eval", no_argument, OPT_EVAL, NULL, "write eval records for the model and the baselines on the validation users" },
 	{ "table", no_argument, OPT_TABLE, NULL, "write the evaluation as a readable table instead of records" },
 	{ "no-baselines", no_argument, OPT_NO_BASELINES, NULL, "evaluate the model only" },
+	{ "no-stack", no_argument, OPT_NO_STACK, NULL, "use the network's outputs as they are: no stacked output stage" },
 	{ NULL, 0, 0, NULL, NULL },
 };
 
@@ -140,6 +141,9 @@ static int cmd_train(int argc, char **argv)
 			break;
 		case OPT_NO_BASELINES:
 			o.baselines = 0;
+			break;
+		case OPT_NO_STACK:
+			o.stack = 0;
 			break;
 		}
 		if (bad) {

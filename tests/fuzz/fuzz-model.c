@@ -33,6 +33,15 @@ static void make_base(void)
 	strcpy(in.feat[1], "bb");
 	in.scale[0] = in.scale[1] = 1;
 	strcpy(in.name, "fuzz");
+	/* with the stacked output stage, so edits reach its parser too */
+	in.stacked = 1;
+	in.early_idle = 2;
+	for (int k = 0; k < 2; k++) {
+		for (int i = 0; i <= 2; i++)
+			in.lr_w[k][i] = 0.5 - 0.25 * i;
+		for (int i = 0; i <= IPK_MODEL_STACK_IN; i++)
+			in.stack_w[k][i] = 0.1 * i - 0.2;
+	}
 	struct ipk_model *m = ipk_model_new(&in, net, &err);
 	if (!m || ipk_model_encode(m, &base, &base_len, &err) < 0)
 		abort();

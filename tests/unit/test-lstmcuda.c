@@ -1,6 +1,7 @@
 /* test-lstmcuda: the batched prediction path (ipk_predictor_step_batch) gives
  * the same predictions as the per-sample one on the CPU, sessions repeated
- * within a batch included; and, where a GPU is usable, the CUDA step equals
+ * within a batch included, with the model's stacked output stage applied in
+ * both; and, where a GPU is usable, the CUDA step equals
  * the CPU step within 1e-5 (random networks of 1 and 2 layers, hidden sizes
  * 32 and 40, 3,000 sessions, 40 steps) and the predictor on the GPU equals
  * the one on the CPU. Without CUDA or a GPU the GPU checks are skipped. */
@@ -34,6 +35,14 @@ static struct ipk_model *model(int hidden, int layers)
 		in.scale[k] = 2.0f;
 	}
 	strcpy(in.name, "test");
+	in.stacked = 1;
+	in.early_idle = 2;
+	for (int k = 0; k < 3; k++) {
+		for (int i = 0; i <= IPK_FEAT_COUNT; i++)
+			in.lr_w[k][i] = 0.05 * ((i * 7 + k) % 5 - 2);
+		for (int i = 0; i <= IPK_MODEL_STACK_IN; i++)
+			in.stack_w[k][i] = 0.4 - 0.1 * i + 0.05 * k;
+	}
 	struct ipk_model *m = ipk_model_new(&in, net, &err);
 	if (!m) {
 		fprintf(stderr, "%s\n", err.msg);

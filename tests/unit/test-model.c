@@ -1,16 +1,22 @@
 /* Model file: round trip (memory and file), refusal of every single-byte
- * corruption, of every truncation, of other versions, of bad magic, of junk
- * after the end and of a well-checksummed file with bad sizes. */
+ * corruption, of every truncation, of other versions (version 1 with a
+ * message to retrain), of bad magic, of junk after the end and of a
+ * well-checksummed file with bad sizes; the same for a model with the
+ * stacked output stage, whose output is checked against a hand computation;
+ * and the stacking fit on a synthetic miscalibrated score: monotone, and a
+ * lower Brier score than the score itself. */
 #define _GNU_SOURCE
+#include <math.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
 #include <xxhash.h>
 
 #include "check.h"
+#include "eval.h"
 #include "model.h"
 
-static struct ipk_model *small_model(void)
+static struct ipk_model *small_model(int stacked)
 {
 	struct ipk_err err = { 0 };
 	struct ipk_lstm_shape sh = { .n_in = 3, .hidden = 2, .layers = 1, .n_out = 2 };
@@ -33,6 +39,16 @@ static struct ipk_model *small_model(void)
 	}
 	strcpy(in.name, "lstm-h2");
 	strcpy(in.meta, "test model");
+	if (stacked) {
+		in.stacked = 1;
+		in.early_idle = 2;
+		for (int k = 0; k < 2; k++) {
+			for (int i = 0; i <= 3; i++)
+				in.lr_w[k][i] = 0.1 * (i + 1) - 0.2 * k;
+			for (int i = 0; i <= IPK_MODEL_STACK_IN; i++)
+				in.stack_w[k][i] = 0.3 - 0.05 * i + 0.1 * k;
+		}
+	}
 	struct ipk_model *m = ipk_model_new(&in, net, &err);
 	if (!m) {
 		fprintf(stderr, "%s\n", err.msg);
@@ -55,6 +71,16 @@ static int same_model(const struct ipk_model *a, const struct ipk_model *b)
 	for (int k = 0; k < x->nfeat; k++)
 		if (strcmp(x->feat[k], y->feat[k]) || x->mean[k] != y->mean[k] || x->scale[k] != y->scale[k])
 			return 0;
+	if (x->stacked != y->stacked || (x->stacked && x->early_idle != y->early_idle))
+		return 0;
+	for (int k = 0; x->stacked && k < x->nwin; k++) {
+		for (int i = 0; i <= x->nfeat; i++)
+			if (x->lr_w[k][i] != y->lr_w[k][i])
+				return 0;
+		for (int i = 0; i <= IPK_MODEL_STACK_IN; i++)
+			if (x->stack_w[k][i] != y->stack_w[k][i])
+				return 0;
+	}
 	const double *pa = ipk_lstm_params(na), *pb = ipk_lstm_params(nb);
 	for (size_t k = 0; k < np; k++)
 		if ((float)pa[k] != (float)pb[k])
@@ -69,15 +95,15 @@ static void reseal(unsigned char *buf, size_t len)
 		buf[len - 8 + i] = (unsigned char)(h >> (8 * i));
 }
 
-int main(void)
+static void file_checks(int stacked)
 {
 	struct ipk_err err = { 0 };
-	struct ipk_model *m = small_model();
+	struct ipk_model *m = small_model(stacked);
 	unsigned char *buf;
 	size_t len;
 	CHECK("encode", ipk_model_encode(m, &buf, &len, &err) == 0);
 	CHECK("id is name and checksum", strncmp(ipk_model_id(m), "lstm-h2-", 8) == 0 && strlen(ipk_model_id(m)) == 16);
-	CHECK("magic and little-endian version at the start", !memcmp(buf, "IPKMODEL\1\0\0\0", 12));
+	CHECK("magic and little-endian version at the start", !memcmp(buf, "IPKMODEL\2\0\0\0", 12));
 	struct ipk_model *back = ipk_model_decode(buf, len, "mem", &err);
 	CHECK("decode what was encoded", back != NULL);
 	CHECK("round trip keeps everything", back && same_model(m, back));
@@ -139,10 +165,17 @@ int main(void)
 
 	unsigned char *v2 = malloc(len);
 	memcpy(v2, buf, len);
-	v2[8] = 2;
+	v2[8] = 3;
 	reseal(v2, len);
 	CHECK("another format version refused by name",
-	      !ipk_model_decode(v2, len, "v2", &err) && strstr(err.msg, "format version 2"));
+	      !ipk_model_decode(v2, len, "v3", &err) && strstr(err.msg, "format version 3"));
+	memcpy(v2, buf, len);
+	v2[8] = 1;
+	reseal(v2, len);
+	CHECK("a version 1 model refused with a message to retrain",
+	      !ipk_model_decode(v2, len, "old.ipkm", &err) && err.code == IPK_EXIT_DATAERR &&
+		      strstr(err.msg, "read model 'old.ipkm': format version 1 is no longer supported") &&
+		      strstr(err.msg, "retrain it with ip-train"));
 	memcpy(v2, buf, len);
 	v2[20] = 200; /* n_in 200 while 3 features follow: checksum right, sizes wrong */
 	reseal(v2, len);
@@ -154,6 +187,24 @@ int main(void)
 		reseal(v2, len);
 	}
 	CHECK("a name holding a NUL byte refused", name && !ipk_model_decode(v2, len, "n", &err) && strstr(err.msg, "NUL"));
+	/* the output stage: kind u32 after the parameters */
+	size_t stage = stacked ? 4 + 8 + 4 + 2 * 4 * 8 + 4 + 2 * (IPK_MODEL_STACK_IN + 1) * 8 : 4;
+	memcpy(v2, buf, len);
+	v2[len - 8 - stage] = 7;
+	reseal(v2, len);
+	CHECK("unknown output stage refused", !ipk_model_decode(v2, len, "k", &err) && strstr(err.msg, "unknown kind"));
+	if (stacked) {
+		double nan = NAN;
+		memcpy(v2, buf, len);
+		memcpy(v2 + len - 8 - 8, &nan, 8); /* the last stacking weight */
+		reseal(v2, len);
+		CHECK("stacked: a weight that is not a number refused",
+		      !ipk_model_decode(v2, len, "w", &err) && strstr(err.msg, "not a finite number"));
+		memcpy(v2, buf, len);
+		v2[len - 8 - stage + 4 + 8] = 2; /* regression size 2, 3 features */
+		reseal(v2, len);
+		CHECK("stacked: regression size refused", !ipk_model_decode(v2, len, "r", &err) && strstr(err.msg, "regression size"));
+	}
 	memcpy(v2, buf, len);
 	memcpy(v2, "GIF89a..", 8);
 	CHECK("not a model: bad magic", !ipk_model_decode(v2, len, "g", &err) && strstr(err.msg, "bad magic"));
@@ -166,5 +217,98 @@ int main(void)
 	CHECK("info disagreeing with the network refused", !ipk_model_new(&in, net, &err) && err.code == IPK_EXIT_USAGE);
 	ipk_model_free(m);
 	ipk_model_free(NULL);
+}
+
+static double sigm(double z)
+{
+	return 1 / (1 + exp(-z));
+}
+
+/* The stacked output against a computation written out here. */
+static void stacked_output(void)
+{
+	struct ipk_model *m = small_model(1), *plain = small_model(0);
+	const struct ipk_model_info *in = ipk_model_info(m);
+	float x[3] = { 0.5f, -1, 2 }, q[2] = { 0.3f, 0.8f }, p[2], p0[2];
+	double idles[2] = { 1, 7.5 };
+	int ok = 1, same = 1;
+	for (int c = 0; c < 2; c++) {
+		ipk_model_output(m, x, idles[c], q, p);
+		ipk_model_output(plain, x, idles[c], q, p0);
+		same &= p0[0] == q[0] && p0[1] == q[1];
+		for (int k = 0; k < 2; k++) {
+			double r = sigm(in->lr_w[k][0] * 0.5 - in->lr_w[k][1] + in->lr_w[k][2] * 2 + in->lr_w[k][3]);
+			double lq = log(q[k] / (1.0 - q[k])), lr = log(r / (1 - r)), e = idles[c] <= 2;
+			double z[6] = { lq, lr, log1p(idles[c]), e, e * lq, e * lr }, a = in->stack_w[k][6];
+			for (int i = 0; i < 6; i++)
+				a += in->stack_w[k][i] * z[i];
+			ok &= fabs(p[k] - sigm(a)) < 1e-5;
+		}
+	}
+	CHECK("without a stage the output is the network's", same);
+	CHECK("stacked output as written out by hand", ok);
+	ipk_model_free(m);
+	ipk_model_free(plain);
+}
+
+/* A score that ranks well but is miscalibrated (q = p^3 of the true
+ * probability p): the stacking regression fitted on it is monotone in q and
+ * has a lower Brier score. */
+static void stacking_calibrates(void)
+{
+	struct ipk_err err = { 0 };
+	enum { N = 20000 };
+	float *z = malloc(sizeof(float) * N * IPK_MODEL_STACK_IN), *y = malloc(sizeof(float) * N);
+	double *q = malloc(sizeof(double) * N);
+	uint64_t s = 12345;
+	for (int i = 0; i < N; i++) {
+		s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+		double p = ((s >> 11) + 0.5) / 9007199254740992.0;
+		s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+		double u = ((s >> 11) + 0.5) / 9007199254740992.0;
+		y[i] = u < p;
+		q[i] = p * p * p;
+		/* a regression score that knows nothing (constant), idle 5 s */
+		ipk_model_stack_inputs(q[i], 0.5, 5, 2, z + (size_t)i * IPK_MODEL_STACK_IN);
+	}
+	struct ipk_logreg st;
+	CHECK("stacking fit", ipk_logreg_fit(&st, z, IPK_MODEL_STACK_IN, y, 1, N, 1e-3, &err) == 0);
+	struct ipk_model_info *in = calloc(1, sizeof(*in));
+	in->nwin = 1;
+	in->nfeat = 1;
+	in->stacked = 1;
+	in->early_idle = 2;
+	for (int i = 0; i <= IPK_MODEL_STACK_IN; i++)
+		in->stack_w[0][i] = st.w[i];
+	double b0 = 0, b1 = 0, prev = -1;
+	int mono = 1;
+	float x = 0;
+	for (int i = 0; i < N; i++) {
+		float qi = (float)q[i], pi;
+		ipk_model_info_output(in, &x, 5, &qi, &pi);
+		b0 += (q[i] - y[i]) * (q[i] - y[i]);
+		b1 += (pi - y[i]) * (pi - y[i]);
+	}
+	for (int i = 1; i < 1000; i++) {
+		float qi = (float)(i / 1000.0), pi;
+		ipk_model_info_output(in, &x, 5, &qi, &pi);
+		mono &= pi >= prev;
+		prev = pi;
+	}
+	fprintf(stderr, "brier of the miscalibrated score %.4f, stacked %.4f\n", b0 / N, b1 / N);
+	CHECK("stacked output monotone in the network's output", mono);
+	CHECK("stacking lowers the Brier score of a miscalibrated score", b1 / N < b0 / N - 0.01);
+	free(in);
+	free(z);
+	free(y);
+	free(q);
+}
+
+int main(void)
+{
+	file_checks(0);
+	file_checks(1);
+	stacked_output();
+	stacking_calibrates();
 	CHECK_DONE();
 }
