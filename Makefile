@@ -43,7 +43,7 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils \
 	busybox-static linux-image-amd64 cpio gzip iproute2 procps psmisc kmod \
 	python3 python3-torch gawk mawk curl socat man-db groff-base \
-	haproxy caddy openssl xdelta3 zstd gnuplot-nox openssh-server openssh-client xxhash
+	haproxy caddy openssl xdelta3 zstd gnuplot-nox openssh-server openssh-client xxhash lz4
 
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)

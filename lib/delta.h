@@ -3,10 +3,16 @@
  * ipk_delta_encode writes NEW as records of the ipkit container (image.h,
  * ipkit-image(5)) in NEW's own layout order: each page is either the same as
  * the base's page at its address (COPY, in runs), uniform (ZERO, in runs),
- * or LZ4 of the page or of the page XOR the base's page, whichever is
- * smaller (STORED when neither compresses); opaque items are COPY of, LZ4
- * XOR against, or plain LZ4 independent of the base's opaque item of the same ordinal. Without
- * a base the result is an ipkit image. Pages are split into fixed batches
+ * or LZ4 of the page, of the page XOR the base's page, or of the page with
+ * the base's page as LZ4 dictionary, whichever is smallest (STORED when
+ * none compresses; a page with no 8-byte word left at its place is tried
+ * alone first); a coded page takes the run of COPY pages right before it
+ * into its record. Opaque items are COPY of, LZ4 XOR against, or plain LZ4
+ * independent of the base's opaque item of the same ordinal. Plain files
+ * whose content shifted are coded as byte ranges copied from the base or
+ * LZ4-coded, found by content-defined chunks (cdc.h), when those find
+ * clearly more of NEW in the base than same-offset pages. Without a base the
+ * result is an ipkit image. Pages are split into fixed batches
  * encoded by a pool of threads; the output does not depend on the number of
  * threads.
  *
@@ -33,6 +39,8 @@ struct ipk_delta_opts {
 	int acceleration; /* LZ4 acceleration; <= 0: 1 */
 	int no_xor;       /* never try page XOR base */
 	const char *meta; /* JSON text stored in a META record after the header, or NULL */
+	int no_dict;      /* never try LZ4 with the base's page as dictionary */
+	int no_cdc;       /* plain files: never try content-defined chunks against the base */
 };
 
 struct ipk_delta_stats {
@@ -51,6 +59,9 @@ struct ipk_delta_stats {
 	double t_encode, t_write; /* seconds (apply: t_encode is the whole apply) */
 	double cpu_main, cpu_helpers;          /* encode: thread CPU seconds of the calling thread / the others */
 	uint64_t batches_main, batches_helpers; /* encode: batches each encoded */
+	uint64_t pages_dict;    /* coded LZ4 with the base's page as dictionary */
+	uint64_t cdc_chunks, cdc_copied; /* plain files coded by chunks: chunks, of which copied from the base */
+	uint64_t cdc_copied_bytes;
 };
 
 /* Encode new (against base, or an image when base is NULL) to out.

@@ -64,9 +64,11 @@ int ipk_img_header_get(struct ipk_img_header *h, const uint8_t in[IPK_IMG_HDR_LE
 {
 	if (memcmp(in, IPK_IMG_MAGIC, 8))
 		return ipk_err_set(err, IPK_EXIT_DATAERR, "read image '%s': not an ipkit image or delta", name);
-	if (get16(in + 8) != IPK_IMG_VERSION)
-		return ipk_err_set(err, IPK_EXIT_DATAERR, "read image '%s': unsupported format version %u", name,
-				   get16(in + 8));
+	if (get16(in + 8) < IPK_IMG_VERSION_MIN || get16(in + 8) > IPK_IMG_VERSION)
+		return ipk_err_set(err, IPK_EXIT_DATAERR,
+				   "read image '%s': format version %u is not supported (this build reads versions %u to %u%s)",
+				   name, get16(in + 8), IPK_IMG_VERSION_MIN, IPK_IMG_VERSION,
+				   get16(in + 8) > IPK_IMG_VERSION ? "; it was written by a newer ipkit" : "");
 	if (get64(in + 56) != XXH3_64bits(in, 56))
 		return ipk_err_set(err, IPK_EXIT_DATAERR, "read image '%s': header checksum mismatch", name);
 	if (get16(in + 10) != IPK_IMG_HDR_LEN || get16(in + 14) != 12 || in[12] < IPK_MI_PLAIN ||
@@ -79,6 +81,7 @@ int ipk_img_header_get(struct ipk_img_header *h, const uint8_t in[IPK_IMG_HDR_LE
 	h->base_size = get64(in + 24);
 	h->base_lo = get64(in + 32);
 	h->base_hi = get64(in + 40);
+	h->version = get16(in + 8);
 	return 0;
 }
 
@@ -183,13 +186,15 @@ struct ipk_memimg *ipk_image_open(const char *path, struct ipk_err *err)
 			    (unsigned long long)h.size);
 		goto fail;
 	}
-	uint8_t *raw = malloc(h.size + 1);
-	if (!raw) {
-		ipk_err_set(err, IPK_EXIT_OSERR, "read image '%s': out of memory", name);
+	/* Decoded into an unlinked temporary file, which is then mapped: the
+	 * content is never held in memory as a whole. A path is read again
+	 * from the file; stdin from its spooled copy. */
+	int tfd = ipk_memimg_tmpfile(name, err);
+	if (tfd < 0)
 		goto fail;
-	}
-	FILE *in = fmemopen((void *)b, len, "r");
-	FILE *out = fmemopen(raw, h.size + 1, "w");
+	int dfd = dup(tfd);
+	FILE *in = is_stdin ? fmemopen((void *)b, len, "r") : fopen(path, "r");
+	FILE *out = dfd >= 0 ? fdopen(dfd, "w") : NULL;
 	int rc = -1;
 	if (!in || !out)
 		ipk_err_set(err, IPK_EXIT_OSERR, "read image '%s': %s", name, strerror(errno));
@@ -197,13 +202,16 @@ struct ipk_memimg *ipk_image_open(const char *path, struct ipk_err *err)
 		rc = ipk_delta_apply(NULL, in, name, out, NULL, err);
 	if (in)
 		fclose(in);
-	if (out)
-		fclose(out);
-	if (rc < 0) {
-		free(raw);
-		goto fail;
+	if (out) {
+		if (fclose(out) != 0 && rc == 0)
+			rc = ipk_err_set(err, IPK_EXIT_IOERR, "read image '%s': decode: %s", name, strerror(errno));
+	} else if (dfd >= 0) {
+		close(dfd);
 	}
-	struct ipk_memimg *dec = ipk_memimg_from_mem(raw, h.size, 1, h.kind, name, err);
+	struct ipk_memimg *dec = rc < 0 ? NULL : ipk_memimg_map(tfd, h.kind, name, err);
+	close(tfd);
+	if (!dec)
+		goto fail;
 	ipk_memimg_free(m);
 	return dec;
 fail:

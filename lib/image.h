@@ -22,7 +22,8 @@
 #include "memimg.h"
 
 #define IPK_IMG_MAGIC "IPKITIMG"
-#define IPK_IMG_VERSION 1
+#define IPK_IMG_VERSION 2     /* written; version 1 is still read (it lacks codings 5 and range records) */
+#define IPK_IMG_VERSION_MIN 1
 #define IPK_IMG_HDR_LEN 64
 #define IPK_IMG_REC_LEN 32
 #define IPK_IMG_FLAG_DELTA 0x01
@@ -34,6 +35,7 @@ enum ipk_img_rec_type {
 	IPK_REC_PAGES = 3,  /* one page, or a run of COPY / ZERO pages */
 	IPK_REC_END = 4,
 	IPK_REC_META = 5,   /* JSON object describing the capture (source, parent, ...) */
+	IPK_REC_RANGE = 6,  /* version 2, plain content: a byte range copied from the base or coded */
 };
 
 enum ipk_img_coding {
@@ -42,6 +44,7 @@ enum ipk_img_coding {
 	IPK_CODE_LZ4_XOR = 2, /* payload: XXH3-64, LZ4 block of raw XOR base (base zero-padded) */
 	IPK_CODE_COPY = 3,    /* no payload: same bytes as the base's */
 	IPK_CODE_ZERO = 4,    /* no payload: every byte is `fill` */
+	IPK_CODE_LZ4_DICT = 5, /* version 2, pages: XXH3-64, LZ4 block with the base's page at the same address as dictionary */
 };
 
 struct ipk_img_header {
@@ -50,6 +53,7 @@ struct ipk_img_header {
 	uint64_t size;          /* bytes of the content */
 	uint64_t base_size;     /* delta: bytes of the base */
 	uint64_t base_lo, base_hi; /* delta: XXH3-128 of the base */
+	uint16_t version;       /* decoded: the format version read (put always writes IPK_IMG_VERSION) */
 };
 
 struct ipk_img_rec {

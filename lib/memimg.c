@@ -23,6 +23,9 @@ struct ipk_memimg {
 	void *owned;     /* malloc'd bytes to free, or NULL */
 	void *map;       /* mmap'd bytes to unmap, or NULL */
 	size_t maplen;
+	XXH3_state_t *hs; /* while parsing: XXH3-128 of the bytes before `hashed` */
+	size_t hashed, trimmed; /* bytes hashed; where the last trim happened */
+	size_t populated;       /* bytes faulted in ahead of the parse */
 	struct ipk_mi_item *items;
 	size_t nitems, capitems;
 	struct ipk_mi_page *pages;
@@ -31,9 +34,15 @@ struct ipk_memimg {
 	size_t nblocks, capblocks;
 	uint32_t nopaque;
 	uint64_t hlo, hhi;
+	uint64_t zhash; /* XXH3-64 of a zero page */
 };
 
 static const uint8_t zero_page[IPK_PAGE_SIZE];
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14; older kernels refuse it (EINVAL) and pages fault in one by one */
+#endif
+#define IPK_MI_POPULATE_BYTES (4u << 20)
 
 int ipk_memimg_kind(const struct ipk_memimg *m) { return m->kind; }
 const char *ipk_memimg_name(const struct ipk_memimg *m) { return m->name; }
@@ -82,6 +91,39 @@ void ipk_memimg_free(struct ipk_memimg *m)
 	free(m);
 }
 
+void ipk_memimg_trim(const struct ipk_memimg *m)
+{
+	/* Only read, never written: dropping the pages is safe, also while
+	 * another thread reads them (it faults them in again from the file). */
+	if (m && m->map)
+		madvise(m->map, m->maplen, MADV_DONTNEED);
+}
+
+/* Hash the image's bytes up to upto (the parse goes forward), dropping the
+ * mapped pages every IPK_MI_TRIM_BYTES. */
+static void advance(struct ipk_memimg *m, size_t upto)
+{
+	if (!m->hs || upto <= m->hashed)
+		return;
+	if (upto > m->len)
+		upto = m->len;
+	if (m->map && upto > m->populated) {
+		/* Fault the next stretch in with one call, not page by page. */
+		size_t from = (m->populated > m->hashed ? m->populated : m->hashed) & ~(size_t)(IPK_PAGE_SIZE - 1);
+		size_t n = upto - from > IPK_MI_POPULATE_BYTES ? upto - from : IPK_MI_POPULATE_BYTES;
+		if (n > m->len - from)
+			n = m->len - from;
+		madvise((uint8_t *)m->map + from, n, MADV_POPULATE_READ);
+		m->populated = from + n;
+	}
+	XXH3_128bits_update(m->hs, m->buf + m->hashed, upto - m->hashed);
+	m->hashed = upto;
+	if (m->map && m->hashed - m->trimmed >= IPK_MI_TRIM_BYTES) {
+		ipk_memimg_trim(m);
+		m->trimmed = m->populated = m->hashed;
+	}
+}
+
 static int grow(void **p, size_t *cap, size_t need, size_t size, struct ipk_err *err)
 {
 	if (need <= *cap)
@@ -119,9 +161,13 @@ int ipk_memimg_add_page(struct ipk_memimg *m, const struct ipk_mi_item *page, st
 {
 	if (grow((void **)&m->items, &m->capitems, m->nitems + 1, sizeof(*m->items), err) < 0)
 		return -1;
-	m->items[m->nitems] = *page;
-	m->items[m->nitems].type = IPK_MI_PAGE;
-	m->nitems++;
+	struct ipk_mi_item *it = &m->items[m->nitems++];
+	*it = *page;
+	it->type = IPK_MI_PAGE;
+	uint8_t scratch[IPK_PAGE_SIZE];
+	const uint8_t *d = ipk_memimg_item_data(m, it, scratch);
+	it->hash = it->zero && it->fill == 0 ? m->zhash : XXH3_64bits(d, it->len);
+	advance(m, it->off + (it->zero ? 1 : it->len));
 	return 0;
 }
 
@@ -198,12 +244,11 @@ static int build_pages(struct ipk_memimg *m, struct ipk_err *err)
 		p->item = (uint32_t)(it - m->items);
 		p->record = it->zero;
 		p->fill = it->fill;
-		const uint8_t *d = ipk_memimg_item_data(m, it, scratch);
+		p->hash = it->hash;
 		if (it->zero && it->fill == 0) {
-			p->hash = zhash;
 			p->zero = 1;
-		} else {
-			p->hash = XXH3_64bits(d, it->len);
+		} else if (p->hash == zhash || it->len < IPK_PAGE_SIZE) {
+			const uint8_t *d = ipk_memimg_item_data(m, it, scratch);
 			if (it->len == IPK_PAGE_SIZE)
 				p->zero = p->hash == zhash && !memcmp(d, zero_page, IPK_PAGE_SIZE);
 			else
@@ -297,13 +342,20 @@ static int parse_process(struct ipk_memimg *m, struct ipk_err *err)
 	}
 }
 
-struct ipk_memimg *ipk_memimg_from_mem(const void *buf, size_t len, int own, int kind,
-				       const char *name, struct ipk_err *err)
+/* Build the model over buf; own: free it (malloc'd); map: unmap it (mmap'd,
+ * len bytes), also on failure. */
+static struct ipk_memimg *from_mem(const void *buf, size_t len, int own, void *map, int kind, const char *name,
+				   struct ipk_err *err)
 {
 	struct ipk_memimg *m = calloc(1, sizeof(*m));
-	if (!m) {
+	XXH3_state_t *hs = XXH3_createState();
+	if (!m || !hs) {
 		if (own)
 			free((void *)buf);
+		if (map)
+			munmap(map, len);
+		free(m);
+		XXH3_freeState(hs);
 		ipk_err_set(err, IPK_EXIT_OSERR, "read image '%s': out of memory", name);
 		return NULL;
 	}
@@ -312,9 +364,14 @@ struct ipk_memimg *ipk_memimg_from_mem(const void *buf, size_t len, int own, int
 	m->len = len;
 	if (own)
 		m->owned = (void *)buf;
-	XXH128_hash_t h = XXH3_128bits(m->buf, len);
-	m->hlo = h.low64;
-	m->hhi = h.high64;
+	if (map) {
+		m->map = map;
+		m->maplen = len;
+	}
+	m->zhash = XXH3_64bits(zero_page, IPK_PAGE_SIZE);
+	/* The image's identity is hashed as the parse goes (advance). */
+	m->hs = hs;
+	XXH3_128bits_reset(hs);
 	if (kind == 0 && len >= 16 && !memcmp(m->buf, IPK_PROC_MAGIC, 8))
 		kind = IPK_MI_PROCESS;
 	if (kind == 0)
@@ -323,10 +380,110 @@ struct ipk_memimg *ipk_memimg_from_mem(const void *buf, size_t len, int own, int
 	int rc = m->kind == IPK_MI_PLAIN     ? parse_plain(m, err) :
 		 m->kind == IPK_MI_PROCESS ? parse_process(m, err) :
 					     ipk_qemusave_parse(m, err);
+	if (rc == 0)
+		advance(m, len);
+	XXH128_hash_t h = XXH3_128bits_digest(hs);
+	XXH3_freeState(hs);
+	m->hs = NULL;
+	m->hlo = h.low64;
+	m->hhi = h.high64;
 	if (rc < 0 || build_pages(m, err) < 0) {
 		ipk_memimg_free(m);
 		return NULL;
 	}
+	ipk_memimg_trim(m);
+	return m;
+}
+
+struct ipk_memimg *ipk_memimg_from_mem(const void *buf, size_t len, int own, int kind,
+				       const char *name, struct ipk_err *err)
+{
+	return from_mem(buf, len, own, NULL, kind, name, err);
+}
+
+int ipk_memimg_tmpfile(const char *name, struct ipk_err *err)
+{
+	const char *dirs[2] = { getenv("TMPDIR"), "/var/tmp" };
+	for (int i = 0; i < 2; i++) {
+		if (!dirs[i] || !*dirs[i])
+			continue;
+		int fd = open(dirs[i], O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			return fd;
+	}
+	return ipk_err_set(err, IPK_EXIT_CANTCREAT, "spool image '%s': no temporary file in $TMPDIR or /var/tmp: %s",
+			   name, strerror(errno));
+}
+
+struct ipk_memimg *ipk_memimg_map(int fd, int kind, const char *name, struct ipk_err *err)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		ipk_err_set(err, IPK_EXIT_IOERR, "map image '%s': %s", name, strerror(errno));
+		return NULL;
+	}
+	if (st.st_size == 0)
+		return from_mem(zero_page, 0, 0, NULL, kind, name, err);
+	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (p == MAP_FAILED) {
+		ipk_err_set(err, IPK_EXIT_OSERR, "map image '%s': %s", name, strerror(errno));
+		return NULL;
+	}
+	return from_mem(p, (size_t)st.st_size, 0, p, kind, name, err);
+}
+
+static struct ipk_memimg *map_fd(int fd, size_t len, int kind, const char *name, struct ipk_err *err)
+{
+	void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	return from_mem(p, len, 0, p, kind, name, err);
+}
+
+struct ipk_memimg *ipk_memimg_spool(FILE *in, int kind, const char *name, struct ipk_err *err)
+{
+	int fd = ipk_memimg_tmpfile(name, err);
+	if (fd < 0)
+		return NULL;
+	enum { CHUNK = 1 << 20 };
+	uint8_t *buf = malloc(CHUNK);
+	size_t len = 0;
+	struct ipk_memimg *m = NULL;
+	if (!buf) {
+		ipk_err_set(err, IPK_EXIT_OSERR, "spool image '%s': out of memory", name);
+		goto done;
+	}
+	for (;;) {
+		size_t r = fread(buf, 1, CHUNK, in);
+		if (r == 0) {
+			if (ferror(in)) {
+				ipk_err_set(err, IPK_EXIT_IOERR, "read image '%s': %s", name, strerror(errno));
+				goto done;
+			}
+			break;
+		}
+		for (size_t w = 0; w < r;) {
+			ssize_t k = write(fd, buf + w, r - w);
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k < 0) {
+				ipk_err_set(err, IPK_EXIT_IOERR, "spool image '%s': %s", name, strerror(errno));
+				goto done;
+			}
+			w += (size_t)k;
+		}
+		len += r;
+	}
+	if (len == 0) {
+		m = from_mem(zero_page, 0, 0, NULL, kind, name, err);
+		goto done;
+	}
+	m = map_fd(fd, len, kind, name, err);
+	if (!m && !err->code)
+		ipk_err_set(err, IPK_EXIT_OSERR, "map image '%s': %s", name, strerror(errno));
+done:
+	free(buf);
+	close(fd);
 	return m;
 }
 
@@ -334,49 +491,25 @@ struct ipk_memimg *ipk_memimg_from_fd(int fd, const char *name, struct ipk_err *
 {
 	struct stat st;
 	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
-		size_t len = (size_t)st.st_size;
-		void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-		if (p != MAP_FAILED) {
-			struct ipk_memimg *m = ipk_memimg_from_mem(p, len, 0, 0, name, err);
-			if (!m) {
-				munmap(p, len);
-				return NULL;
-			}
-			m->map = p;
-			m->maplen = len;
+		/* Mapped, not read: only what is touched is resident, and it is
+		 * dropped again as the parse and the encoder move on. */
+		struct ipk_memimg *m = map_fd(fd, (size_t)st.st_size, 0, name, err);
+		if (m || err->code)
 			return m;
-		}
 	}
-	size_t cap = 1 << 20, len = 0;
-	uint8_t *buf = malloc(cap);
-	if (!buf) {
-		ipk_err_set(err, IPK_EXIT_OSERR, "read image '%s': out of memory", name);
+	/* A pipe (or an unmappable file): copied to an unlinked temporary file
+	 * and mapped, never held in memory as a whole. */
+	int dfd = dup(fd);
+	FILE *in = dfd >= 0 ? fdopen(dfd, "r") : NULL;
+	if (!in) {
+		if (dfd >= 0)
+			close(dfd);
+		ipk_err_set(err, IPK_EXIT_OSERR, "read image '%s': %s", name, strerror(errno));
 		return NULL;
 	}
-	for (;;) {
-		if (len == cap) {
-			uint8_t *q = realloc(buf, cap * 2);
-			if (!q) {
-				free(buf);
-				ipk_err_set(err, IPK_EXIT_OSERR, "read image '%s': out of memory", name);
-				return NULL;
-			}
-			buf = q;
-			cap *= 2;
-		}
-		ssize_t r = read(fd, buf + len, cap - len);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			ipk_err_set(err, IPK_EXIT_IOERR, "read image '%s': %s", name, strerror(errno));
-			free(buf);
-			return NULL;
-		}
-		if (r == 0)
-			break;
-		len += (size_t)r;
-	}
-	return ipk_memimg_from_mem(buf, len, 1, 0, name, err);
+	struct ipk_memimg *m = ipk_memimg_spool(in, 0, name, err);
+	fclose(in);
+	return m;
 }
 
 struct ipk_memimg *ipk_memimg_open(const char *path, struct ipk_err *err)

@@ -20,9 +20,14 @@
  * process dumps the virtual address.
  *
  * Building: ipk_memimg_from_fd reads its input sequentially, never seeking
- * (a pipe works): a regular file is mapped, anything else is read into
- * memory. Parsing works on those bytes, so the image's bytes stay available
- * (items and pages point into them by offset) until ipk_memimg_free.
+ * (a pipe works): a regular file is mapped; anything else is copied to an
+ * unlinked temporary file ($TMPDIR, else /var/tmp) which is mapped. Parsing
+ * works on those bytes, so the image's bytes stay available (items and pages
+ * point into them by offset) until ipk_memimg_free. A mapped image is never
+ * resident as a whole: the parse is one sequential pass that hashes each
+ * page as it is added and the whole image (XXH3-128) as it goes, dropping
+ * what it read every IPK_MI_TRIM_BYTES; users that walk the image later (the
+ * delta encoder, apply) call ipk_memimg_trim as they go.
  *
  * Ownership: a struct ipk_memimg is created by ipk_memimg_from_* and freed by
  * ipk_memimg_free (NULL accepted), which also releases the bytes it read or
@@ -33,11 +38,13 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "ipk.h"
 
 #define IPK_PAGE_SIZE 4096u
 #define IPK_MI_OPAQUE_MAX (1u << 20) /* opaque items are split at this size */
+#define IPK_MI_TRIM_BYTES (64u << 20) /* a mapped image drops its resident pages after this much reading */
 
 enum ipk_mi_kind {
 	IPK_MI_PLAIN = 1,   /* any file: fixed 4 KiB pages by file offset */
@@ -66,6 +73,7 @@ struct ipk_mi_item {
 	uint32_t len;    /* page: content length (4096; a plain file's last page may be shorter); opaque: length */
 	uint64_t addr;   /* page: address */
 	uint64_t off;    /* offset in the image bytes of the page content (zero page: of its fill byte) or of the opaque bytes */
+	uint64_t hash;   /* page: XXH3-64 of the content (len bytes), set by ipk_memimg_add_page */
 };
 
 /* One entry of the page map: the latest version of the page at addr. */
@@ -108,7 +116,28 @@ struct ipk_memimg *ipk_memimg_open(const char *path, struct ipk_err *err);
 struct ipk_memimg *ipk_memimg_from_mem(const void *buf, size_t len, int own, int kind,
 				       const char *name, struct ipk_err *err);
 
+/* Read all of in (name in messages) into an unlinked temporary file and
+ * model it as ipk_memimg_from_mem would (kind 0 detects). Returns the image
+ * or NULL with err set: IPK_EXIT_CANTCREAT (no temporary file),
+ * IPK_EXIT_IOERR, IPK_EXIT_DATAERR, IPK_EXIT_OSERR. */
+struct ipk_memimg *ipk_memimg_spool(FILE *in, int kind, const char *name, struct ipk_err *err);
+
+/* An unlinked temporary file ($TMPDIR, else /var/tmp) opened read-write:
+ * returns its fd, or -1 with err set (IPK_EXIT_CANTCREAT). name is for the
+ * message. */
+int ipk_memimg_tmpfile(const char *name, struct ipk_err *err);
+
+/* Map the whole regular file fd (which stays the caller's) and model it
+ * (kind as for ipk_memimg_from_mem). Returns the image or NULL with err set. */
+struct ipk_memimg *ipk_memimg_map(int fd, int kind, const char *name, struct ipk_err *err);
+
 void ipk_memimg_free(struct ipk_memimg *m);
+
+/* Drop a mapped image's pages from this process's resident memory (they
+ * are read again from the file when touched; the content does not change).
+ * No effect on images held in memory. Safe while other threads read it. */
+void ipk_memimg_trim(const struct ipk_memimg *m);
+
 
 /* Accessors; the pointers stay valid until ipk_memimg_free. */
 int ipk_memimg_kind(const struct ipk_memimg *m);
@@ -150,9 +179,10 @@ int ipk_mi_page_header(const struct ipk_mi_block *blocks, size_t nblocks, uint16
  * Returns 0, or -1 with err set (IPK_EXIT_IOERR). */
 int ipk_memimg_write(const struct ipk_memimg *m, int fd, struct ipk_err *err);
 
-/* For format parsers (qemusave.c): add items and blocks while parsing. An
- * opaque range longer than IPK_MI_OPAQUE_MAX becomes several items. Return 0
- * or -1 with err set (IPK_EXIT_OSERR). */
+/* For format parsers (qemusave.c): add items and blocks while parsing, in
+ * the order of the bytes (pages are hashed as they are added, and with them
+ * the image up to their end). An opaque range longer than IPK_MI_OPAQUE_MAX
+ * becomes several items. Return 0 or -1 with err set (IPK_EXIT_OSERR). */
 int ipk_memimg_add_opaque(struct ipk_memimg *m, uint64_t off, uint64_t len, struct ipk_err *err);
 int ipk_memimg_add_page(struct ipk_memimg *m, const struct ipk_mi_item *page, struct ipk_err *err);
 int ipk_memimg_add_block(struct ipk_memimg *m, const struct ipk_mi_block *b, struct ipk_err *err);

@@ -1,7 +1,8 @@
 #!/bin/bash
 # ip-delta: encode and apply on generated files, through files and pipes,
-# chains of deltas, ipkit images; corrupted, truncated and wrong-base deltas
-# refused with exit 65 and nothing written.
+# chains of deltas, ipkit images, content that shifts (content-defined
+# chunks); corrupted, truncated, wrong-base and other-version deltas refused
+# with exit 65 and nothing written.
 . "$(dirname "$0")/lib.sh"
 need_cmd ip-delta python3 cmp
 
@@ -44,6 +45,33 @@ ip-delta -j 2 "$TMP/b" "$TMP/c" -o "$TMP/bc2" >/dev/null
 check "1 and 2 threads give the same delta" cmp "$TMP/bc" "$TMP/bc2"
 check "chain A + AB + BC" ip-delta --apply "$TMP/a" "$TMP/ab" "$TMP/bc" -o "$TMP/c3"
 check "chain reconstructs C" cmp "$TMP/c" "$TMP/c3"
+# NEW from a pipe is spooled to a temporary file, not held in memory: the
+# same delta as from the file.
+cat "$TMP/c" | ip-delta -q --record /dev/null "$TMP/b" - -o "$TMP/bc3"
+check "NEW from a pipe gives the same delta as from a file" cmp "$TMP/bc" "$TMP/bc3"
+
+# Content that shifts: 10000 bytes inserted in the middle of a plain file
+# are found again by content-defined chunks.
+python3 - "$TMP" <<'PY'
+import random, sys
+d = sys.argv[1]
+rng = random.Random(7)
+s = rng.randbytes(2 << 20)
+open(f"{d}/s1", "wb").write(s)
+open(f"{d}/s2", "wb").write(s[:1000000] + rng.randbytes(10000) + s[1000000:])
+PY
+check "encode a shifted file" ip-delta "$TMP/s1" "$TMP/s2" -o "$TMP/s12"
+check_grep "coded by chunks, most copied" '"cdc_chunks":[0-9][0-9]*,"cdc_copied":[0-9][0-9]*,"cdc_copied_bytes":20[0-9]{5}[,}]' "$TMP/.out"
+check "encode it by pages only (--no-cdc)" ip-delta --no-cdc "$TMP/s1" "$TMP/s2" -o "$TMP/s12p"
+sz_c=$(stat -c %s "$TMP/s12") sz_p=$(stat -c %s "$TMP/s12p")
+[ "$sz_c" -lt 60000 ] && [ $((sz_c * 10)) -lt "$sz_p" ] && ok "chunk delta ($sz_c bytes) a tenth of the page delta ($sz_p)" ||
+	fail "chunk delta small" "$sz_c vs $sz_p bytes"
+check "apply the chunk delta" ip-delta --apply "$TMP/s1" "$TMP/s12" -o "$TMP/s2b"
+check "shifted file reconstructed" cmp "$TMP/s2" "$TMP/s2b"
+check "and the other way (a deletion)" ip-delta "$TMP/s2" "$TMP/s1" -o "$TMP/s21"
+check "apply the deletion" ip-delta --apply "$TMP/s2" "$TMP/s21" -o "$TMP/s1b"
+check "deletion reconstructed" cmp "$TMP/s1" "$TMP/s1b"
+
 # Images.
 check "image of B" ip-delta --image "$TMP/b" -o "$TMP/b.ipki"
 check "decode the image" ip-delta --image --apply "$TMP/b.ipki" -o "$TMP/b4"
@@ -92,6 +120,16 @@ echo "keep" >"$TMP/o/out"
 check_exit "corrupted delta does not replace an existing output" 65 ip-delta --apply "$TMP/a" "$TMP/ab.flip" -o "$TMP/o/out"
 check_eq "existing output untouched" keep "$(cat "$TMP/o/out")"
 rm -f "$TMP/o/out"
+# A delta of a newer format version is refused by name.
+python3 - "$TMP/ab" "$TMP/ab.v9" <<'PY'
+import sys
+d = bytearray(open(sys.argv[1], "rb").read())
+d[8] = 9
+open(sys.argv[2], "wb").write(d)
+PY
+check_exit "another format version refused (65)" 65 ip-delta --apply "$TMP/a" "$TMP/ab.v9" -o "$TMP/o/out"
+check_grep "version message" "format version 9 is not supported .*newer ipkit" "$TMP/.err"
+nothing_left "another format version"
 check_exit "delta without base refused (65)" 65 ip-delta --image --apply "$TMP/ab" -o "$TMP/o/out"
 check_exit "missing input (66)" 66 ip-delta "$TMP/nope" "$TMP/b" -o "$TMP/o/out"
 nothing_left "missing input"

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,7 +17,7 @@
 #include "outfile.h"
 #include "record.h"
 
-enum { OPT_IMAGE = 256, OPT_NO_XOR, OPT_ACCEL, OPT_RECORD };
+enum { OPT_IMAGE = 256, OPT_NO_XOR, OPT_ACCEL, OPT_RECORD, OPT_NO_DICT, OPT_NO_CDC };
 
 static const struct ipk_opt opts[] = {
 	{ "output", required_argument, 'o', "FILE", "write the delta (or with --apply the content) to FILE; - is stdout (default)" },
@@ -24,6 +25,8 @@ static const struct ipk_opt opts[] = {
 	{ "image", no_argument, OPT_IMAGE, NULL, "no base: encode NEW as an ipkit image, or with --apply decode an image" },
 	{ "threads", required_argument, 'j', "N", "encoding threads (default: online CPUs)" },
 	{ "no-xor", no_argument, OPT_NO_XOR, NULL, "never code a page as LZ4 of its XOR with the base page" },
+	{ "no-dict", no_argument, OPT_NO_DICT, NULL, "never code a page as LZ4 with the base page as dictionary" },
+	{ "no-cdc", no_argument, OPT_NO_CDC, NULL, "plain files: never code by content-defined chunks found in the base" },
 	{ "acceleration", required_argument, OPT_ACCEL, "N", "LZ4 acceleration, 1 (default, smallest) to 65537" },
 	{ "record", required_argument, OPT_RECORD, "FILE", "write the delta record to FILE (default: stdout unless the data goes there)" },
 	{ NULL, 0, 0, NULL, NULL },
@@ -53,21 +56,59 @@ static struct ipk_memimg *apply_to_memory(const struct ipk_memimg *base, const c
 			    strerror(errno));
 		return NULL;
 	}
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *mem = open_memstream(&buf, &len);
-	int rc = mem ? ipk_delta_apply(base, in, path, mem, st, err) : -1;
-	if (!mem)
-		ipk_err_set(err, IPK_EXIT_OSERR, "apply delta '%s': out of memory", path);
-	if (mem)
-		fclose(mem);
+	/* Into an unlinked temporary file, then mapped: chains never hold a
+	 * whole intermediate image in memory. */
+	int tfd = ipk_memimg_tmpfile(path, err), dfd = tfd >= 0 ? dup(tfd) : -1;
+	FILE *tmp = dfd >= 0 ? fdopen(dfd, "w") : NULL;
+	int rc = -1;
+	if (tfd >= 0 && !tmp)
+		ipk_err_set(err, IPK_EXIT_OSERR, "apply delta '%s': %s", path, strerror(errno));
+	if (tmp)
+		rc = ipk_delta_apply(base, in, path, tmp, st, err);
+	if (tmp && fclose(tmp) != 0 && rc == 0)
+		rc = ipk_err_set(err, IPK_EXIT_IOERR, "apply delta '%s': write: %s", path, strerror(errno));
+	else if (!tmp && dfd >= 0)
+		close(dfd);
 	if (in != stdin)
 		fclose(in);
-	if (rc < 0) {
-		free(buf);
-		return NULL;
+	struct ipk_memimg *m = rc < 0 ? NULL : ipk_memimg_map(tfd, 0, path, err);
+	if (tfd >= 0)
+		close(tfd);
+	return m;
+}
+
+/* Open BASE in a second thread while the caller opens NEW: both parse and
+ * hash their whole input, one core each. */
+struct opener {
+	const char *path;
+	struct ipk_memimg *m;
+	struct ipk_err err;
+};
+
+static void *open_thread(void *arg)
+{
+	struct opener *o = arg;
+	o->m = ipk_image_open(o->path, &o->err);
+	return NULL;
+}
+
+static int open_pair(const char *bpath, const char *npath, struct ipk_memimg **base, struct ipk_memimg **cur,
+		     struct ipk_err *err)
+{
+	struct opener ob = { .path = bpath };
+	pthread_t t;
+	int threaded = pthread_create(&t, NULL, open_thread, &ob) == 0;
+	if (!threaded)
+		open_thread(&ob);
+	*cur = ipk_image_open(npath, err);
+	if (threaded)
+		pthread_join(t, NULL);
+	*base = ob.m;
+	if (!ob.m) {
+		*err = ob.err;
+		return -1;
 	}
-	return ipk_memimg_from_mem(buf, len, 1, 0, path, err);
+	return *cur ? 0 : -1;
 }
 
 static int emit_record(const char *where, const char *mode, const char *base_id, const char *new_id,
@@ -86,10 +127,16 @@ static int emit_record(const char *where, const char *mode, const char *base_id,
 	cJSON_AddNumberToObject(o, "bytes_out", (double)st->bytes_out);
 	if (!strcmp(mode, "encode")) {
 		cJSON_AddNumberToObject(o, "pages", (double)st->pages);
-		cJSON_AddNumberToObject(o, "pages_changed", (double)(st->pages_lz4 + st->pages_xor));
+		cJSON_AddNumberToObject(o, "pages_changed", (double)(st->pages_lz4 + st->pages_xor + st->pages_dict));
 		cJSON_AddNumberToObject(o, "pages_new", (double)st->pages_new);
 		cJSON_AddNumberToObject(o, "pages_removed", (double)st->pages_removed);
 		cJSON_AddNumberToObject(o, "pages_xor", (double)st->pages_xor);
+		cJSON_AddNumberToObject(o, "pages_dict", (double)st->pages_dict);
+		if (st->cdc_chunks) {
+			cJSON_AddNumberToObject(o, "cdc_chunks", (double)st->cdc_chunks);
+			cJSON_AddNumberToObject(o, "cdc_copied", (double)st->cdc_copied);
+			cJSON_AddNumberToObject(o, "cdc_copied_bytes", (double)st->cdc_copied_bytes);
+		}
 		cJSON_AddNumberToObject(o, "pages_zero", (double)st->pages_zero);
 		cJSON_AddNumberToObject(o, "pages_same", (double)st->pages_same);
 		cJSON_AddNumberToObject(o, "opaque_bytes", (double)st->opaque_bytes);
@@ -142,6 +189,8 @@ static int cmd_delta(int argc, char **argv)
 		case 'a': apply = 1; break;
 		case OPT_IMAGE: image = 1; break;
 		case OPT_NO_XOR: dopts.no_xor = 1; break;
+		case OPT_NO_DICT: dopts.no_dict = 1; break;
+		case OPT_NO_CDC: dopts.no_cdc = 1; break;
 		case OPT_RECORD: record = cli.optarg; break;
 		case 'j':
 			bad = ipk_parse_long(&cli, "threads", cli.optarg, 1, 64, &lv);
@@ -186,9 +235,7 @@ static int cmd_delta(int argc, char **argv)
 
 	if (!apply) {
 		/* Encode NEW (ops[last]) against BASE, or as an image. */
-		if (!image && !(base = ipk_image_open(ops[0], &err)))
-			goto fail;
-		if (!(cur = ipk_image_open(ops[nops - 1], &err)))
+		if (image ? !(cur = ipk_image_open(ops[0], &err)) : open_pair(ops[0], ops[1], &base, &cur, &err) < 0)
 			goto fail;
 		double t_read = ipk_mono() - t0;
 		ipk_info(&cli, "read %s in %.3f s", ops[nops - 1], t_read);

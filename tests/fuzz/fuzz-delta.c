@@ -13,13 +13,19 @@
 static struct ipk_memimg *base_img(void)
 {
 	/* The base the seed deltas are made against (tests/fuzz/make-seeds.sh):
-	 * 64 KiB + 100 bytes of a fixed pattern. */
+	 * 64 KiB + 100 bytes, pseudo-random but for a pattern in the last 4 KiB
+	 * (the same in tests/unit/test-delta.c). */
 	static struct ipk_memimg *m;
 	if (!m) {
 		size_t n = 65536 + 100;
 		uint8_t *b = malloc(n);
-		for (size_t i = 0; i < n; i++)
-			b[i] = (uint8_t)(i * 7 + (i >> 12));
+		uint64_t x = 0x9e3779b97f4a7c15ull;
+		for (size_t i = 0; i < n; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			b[i] = i < n - 4096 ? (uint8_t)(x >> 56) : (uint8_t)(i * 7 + (i >> 12));
+		}
 		b[0] = 'X';
 		m = ipk_memimg_from_mem(b, n, 1, 0, "base", NULL);
 	}

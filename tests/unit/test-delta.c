@@ -16,10 +16,14 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cdc.h"
 #include "delta.h"
 #include "image.h"
 #include "memimg.h"
 #include "qemusave.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 static uint64_t rng = 88172645463325252ull;
 
@@ -57,7 +61,8 @@ static uint8_t *encode(const struct ipk_memimg *base, const struct ipk_memimg *n
 {
 	char *buf = NULL;
 	FILE *f = open_memstream(&buf, len);
-	struct ipk_delta_opts o = { .threads = threads, .no_xor = no_xor };
+	/* no_xor: no coding against the base's page (neither XOR nor dictionary). */
+	struct ipk_delta_opts o = { .threads = threads, .no_xor = no_xor, .no_dict = no_xor };
 	struct ipk_err err = { 0 };
 	if (ipk_delta_encode(base, nw, f, &o, st, &err) < 0)
 		printf("# encode: %s\n", err.msg);
@@ -126,6 +131,18 @@ static void round_trip(const char *name, const uint8_t *b, size_t bl, const uint
 	ipk_memimg_free(nw);
 }
 
+/* A texture-like 4 KiB block as the lab guest's renderer writes them. */
+static void fill_tex(uint8_t *p, size_t n, uint64_t v)
+{
+	for (size_t i = 0; i + 4 <= n; i += 4) {
+		unsigned x = (unsigned)(i / 4) % 32, y = (unsigned)(i / 4) / 32;
+		p[i] = (uint8_t)(v + (x / 8 + y / 4) * 4);
+		p[i + 1] = (uint8_t)((v >> 8) + x / 8 * 2);
+		p[i + 2] = (uint8_t)((v >> 16) + y / 4);
+		p[i + 3] = 255;
+	}
+}
+
 static void test_plain(void)
 {
 	uint8_t *a = rnd_bytes(1 << 20, 1), *b = malloc(1 << 20);
@@ -151,15 +168,23 @@ static void test_plain(void)
 	size_t dl, dl2;
 	uint8_t *d = encode(ma, mb, 1, 0, &dl, &st);
 	uint8_t *d2 = encode(ma, mb, 1, 1, &dl2, &st2);
-	CHECK("sparse edits: 86 pages changed, the rest copied", st.pages_same == 256 - 86 && st.pages_xor + st.pages_lz4 == 86);
-	CHECK("sparse edits: XOR chosen and smaller than LZ4 alone", st.pages_xor == 86 && dl < dl2);
+	CHECK("sparse edits: 86 pages changed, the rest copied",
+	      st.pages_same == 256 - 86 && st.pages_xor + st.pages_lz4 + st.pages_dict == 86);
+	CHECK("sparse edits: coded against the base (XOR or dictionary), smaller than LZ4 alone",
+	      st.pages_xor + st.pages_dict == 86 && dl < dl2);
 	seed("plain-delta", d, dl);
 	{
 		/* A delta against the fixed base of tests/fuzz/fuzz-delta.c. */
 		size_t fn = 65536 + 100;
 		uint8_t *fb = malloc(fn), *fnw = malloc(fn);
-		for (size_t i = 0; i < fn; i++)
-			fb[i] = (uint8_t)(i * 7 + (i >> 12));
+		/* Pseudo-random (content-defined chunks find cuts in it), then a pattern. */
+		uint64_t x = 0x9e3779b97f4a7c15ull;
+		for (size_t i = 0; i < fn; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			fb[i] = i < fn - 4096 ? (uint8_t)(x >> 56) : (uint8_t)(i * 7 + (i >> 12));
+		}
 		fb[0] = 'X';
 		memcpy(fnw, fb, fn);
 		for (size_t i = 0; i < fn; i += 5000)
@@ -170,6 +195,31 @@ static void test_plain(void)
 		uint8_t *fd = encode(fbm, fnm, 1, 0, &fl, NULL);
 		seed("fuzz-base-delta", fd, fl);
 		free(fd);
+		/* Against the same base: dictionary pages (a texture block over
+		 * two pages) and range records (3000 bytes inserted). */
+		uint8_t *fx = malloc(fn + 3000);
+		memcpy(fx, fb, fn);
+		fill_tex(fx + 20000 + 16, 4096, 0x123456);
+		struct ipk_memimg *fxm = mk(fx, fn);
+		struct ipk_delta_stats fs;
+		fd = encode(fbm, fxm, 1, 0, &fl, &fs);
+		CHECK("fuzz seed with dictionary pages", fs.pages_dict > 0);
+		seed("fuzz-base-dict", fd, fl);
+		free(fd);
+		ipk_memimg_free(fxm);
+		memcpy(fx, fb, 6000);
+		for (size_t i = 0; i < 3000; i++)
+			fx[6000 + i] = (uint8_t)rnd();
+		memcpy(fx + 9000, fb + 6000, fn - 6000);
+		fxm = mk(fx, fn + 3000);
+		fd = encode(fbm, fxm, 1, 0, &fl, &fs);
+		printf("# fuzz seed with an insertion: %llu chunks, %llu copied\n", (unsigned long long)fs.cdc_chunks,
+		       (unsigned long long)fs.cdc_copied);
+		CHECK("fuzz seed with range records", fs.cdc_copied > 0);
+		seed("fuzz-base-range", fd, fl);
+		free(fd);
+		ipk_memimg_free(fxm);
+		free(fx);
 		fd = encode(NULL, fnm, 1, 0, &fl, NULL);
 		seed("small-image", fd, fl);
 		free(fd);
@@ -467,7 +517,7 @@ static void test_qemu_synthetic(void)
 			 (unsigned long long)(ds.pages_lz4 + ds.pages_xor));
 		/* page 9 changed (20 is a zero record); the first versions of the 8
 		 * non-zero re-sent pages differ from the base's latest */
-		CHECK(t, ds.pages_lz4 + ds.pages_xor == 9 && ds.pages == 82);
+		CHECK(t, ds.pages_lz4 + ds.pages_xor + ds.pages_dict == 9 && ds.pages == 82);
 		seed(lv ? "libvirt-delta" : "qemu-delta", d, dl);
 		if (!lv)
 			seed("qemu-stream", a.p, a.n);
@@ -556,7 +606,7 @@ static void test_process_dump(void)
 	size_t dl;
 	struct ipk_delta_stats ds;
 	uint8_t *d = encode(ma, mb, 1, 0, &dl, &ds);
-	CHECK("process dump: one page changed", ds.pages_lz4 + ds.pages_xor == 1 && ds.pages_same == 19);
+	CHECK("process dump: one page changed", ds.pages_lz4 + ds.pages_xor + ds.pages_dict == 1 && ds.pages_same == 19);
 	free(d);
 	struct ipk_err err = { 0 };
 	struct ipk_memimg *bad = ipk_memimg_from_mem(a.p, a.n - 8, 0, 0, "cut", &err);
@@ -623,9 +673,182 @@ static void test_qemu_real(void)
 	ipk_memimg_free(mb);
 }
 
+/* The renderer's writes: 4 KiB texture blocks at 16-byte aligned offsets
+ * over incompressible pages, each straddling two pages. The part of a page
+ * left as it was is found in the base page at the same address (dictionary
+ * coding), the new part compresses alone: XOR and LZ4 alone both fail. */
+static void test_dict(void)
+{
+	size_t n = 64 * 4096;
+	uint8_t *a = rnd_bytes(n, 0), *b = malloc(n);
+	memcpy(b, a, n);
+	for (int k = 0; k < 8; k++) {
+		size_t off = (size_t)(k * 8 + 2) * 4096 + 16 * (1 + rnd() % 200);
+		fill_tex(b + off, 4096, rnd());
+	}
+	round_trip("texture blocks over random pages", a, n, b, n);
+	struct ipk_memimg *ma = mk(a, n), *mb = mk(b, n);
+	struct ipk_delta_stats s1, s2, s3;
+	size_t l1, l2, l3;
+	struct ipk_err err = { 0 };
+	uint8_t *d1 = encode(ma, mb, 2, 0, &l1, &s1);
+	char *buf = NULL;
+	FILE *f = open_memstream(&buf, &l2);
+	struct ipk_delta_opts o = { .threads = 2, .no_dict = 1 };
+	CHECK("encode without dictionary", ipk_delta_encode(ma, mb, f, &o, &s2, &err) == 0);
+	fclose(f);
+	uint8_t *d3 = encode(ma, mb, 2, 1, &l3, &s3);
+	printf("# texture blocks: dictionary %zu bytes (%llu dict pages), XOR %zu, LZ4 alone %zu\n", l1,
+	       (unsigned long long)s1.pages_dict, l2, l3);
+	CHECK("texture blocks: 16 pages changed, all coded with the dictionary",
+	      s1.pages_dict == 16 && s1.pages_lz4 + s1.pages_xor == 0);
+	CHECK("texture blocks: dictionary delta under a third of XOR's and LZ4's", l1 * 3 < l2 && l1 * 3 < l3);
+	/* Version 2 reads version 1 (which has no dictionary coding) and
+	 * refuses a dictionary page in a version-1 stream and newer versions. */
+	uint8_t *out = NULL;
+	size_t ol;
+	/* An image has no merged copy records nor dictionary pages: as version 1 it still decodes. */
+	size_t il;
+	uint8_t *img = encode(NULL, mb, 1, 0, &il, NULL);
+	uint8_t *v = malloc(il > l1 ? il : l1);
+	memcpy(v, img, il);
+	v[8] = 1;
+	uint64_t hc = XXH3_64bits(v, 56);
+	for (int i = 0; i < 8; i++)
+		v[56 + i] = (uint8_t)(hc >> (8 * i));
+	/* The stream checksum covers the header: fix it in the end record. */
+	uint64_t sc = XXH3_64bits(v, il - 32);
+	for (int i = 0; i < 8; i++)
+		v[il - 8 + i] = (uint8_t)(sc >> (8 * i));
+	CHECK("a version-1 image still decodes", apply(NULL, v, il, &out, &ol, &err) == 0 && ol == n && !memcmp(out, b, n));
+	free(img);
+	free(out);
+	memcpy(v, d1, l1);
+	v[8] = 1;
+	hc = XXH3_64bits(v, 56);
+	for (int i = 0; i < 8; i++)
+		v[56 + i] = (uint8_t)(hc >> (8 * i));
+	CHECK("a dictionary page in a version-1 delta refused",
+	      apply(ma, v, l1, &out, &ol, &err) < 0 && strstr(err.msg, "bad page record"));
+	free(out);
+	v[8] = 3;
+	hc = XXH3_64bits(v, 56);
+	for (int i = 0; i < 8; i++)
+		v[56 + i] = (uint8_t)(hc >> (8 * i));
+	CHECK("a newer format version refused by name",
+	      apply(ma, v, l1, &out, &ol, &err) < 0 && strstr(err.msg, "format version 3 is not supported") &&
+		      strstr(err.msg, "newer ipkit"));
+	free(out);
+	/* Every flipped payload byte of a dictionary page is refused. */
+	int refused = 0, tried = 0;
+	for (size_t i = 64 + 32; i < l1 && tried < 200; i += 1 + l1 / 200, tried++) {
+		memcpy(v, d1, l1);
+		v[i] ^= 0x10;
+		refused += apply(ma, v, l1, &out, &ol, &err) < 0;
+		free(out);
+	}
+	CHECK("flipped bytes of a dictionary delta refused", refused == tried);
+	seed("dict-delta", d1, l1);
+	free(v);
+	free(buf);
+	free(d1);
+	free(d3);
+	free(a);
+	free(b);
+	ipk_memimg_free(ma);
+	ipk_memimg_free(mb);
+}
+
+/* Content-defined chunks: cuts follow the content; a plain file with bytes
+ * inserted or deleted in the middle is coded as copies of the base's chunks. */
+static void test_cdc(void)
+{
+	struct ipk_cdc c;
+	ipk_cdc_init(&c);
+	/* 10000 bytes: further than the dictionary coding of pages reaches (the
+	 * base's page at the same address), so pages alone would recode the
+	 * whole second half. */
+	size_t n = 1 << 20, ins = 10000, at = 500000;
+	uint8_t *a = rnd_bytes(n, 0), *b = malloc(n + ins);
+	memcpy(b, a, at);
+	for (size_t i = 0; i < ins; i++)
+		b[at + i] = (uint8_t)rnd();
+	memcpy(b + at + ins, a + at, n - at);
+	/* Cut points of both; after the insertion they are the same content positions. */
+	size_t cuts_a[1024], na = 0, bad = 0;
+	for (size_t o = 0; o < n && na < 1024;) {
+		size_t k = ipk_cdc_next(&c, a + o, n - o);
+		bad += k == 0 || (k < IPK_CDC_MIN && o + k != n) || k > IPK_CDC_MAX;
+		o += k;
+		cuts_a[na++] = o;
+	}
+	CHECK("chunks are 2-16 KiB and cover the file", bad == 0 && cuts_a[na - 1] == n);
+	printf("# cdc: %zu chunks in 1 MiB of random bytes\n", na);
+	CHECK("about 8 KiB a chunk on random bytes", na > 1024 * 1024 / 16384 && na < 1024 * 1024 / 4096);
+	size_t shared = 0, after = 0;
+	for (size_t o = 0; o < n + ins;) {
+		o += ipk_cdc_next(&c, b + o, n + ins - o);
+		if (o > at + ins + IPK_CDC_MAX) {
+			after++;
+			for (size_t i = 0; i < na; i++)
+				shared += cuts_a[i] == o - ins;
+		}
+	}
+	CHECK("after an insertion the cuts fall on the same content", after > 20 && shared == after);
+
+	round_trip("insertion in the middle", a, n, b, n + ins);
+	round_trip("deletion in the middle", b, n + ins, a, n);
+	struct ipk_memimg *ma = mk(a, n), *mb = mk(b, n + ins);
+	struct ipk_delta_stats s1, s2;
+	size_t l1, l2;
+	uint8_t *d1 = encode(ma, mb, 2, 0, &l1, &s1);
+	char *buf = NULL;
+	FILE *f = open_memstream(&buf, &l2);
+	struct ipk_err err = { 0 };
+	struct ipk_delta_opts o = { .threads = 2, .no_cdc = 1 };
+	CHECK("encode without chunks", ipk_delta_encode(ma, mb, f, &o, &s2, &err) == 0);
+	fclose(f);
+	printf("# insertion of %zu bytes in 1 MiB: chunks %zu bytes (%llu chunks, %llu copied), pages %zu bytes\n", ins,
+	       l1, (unsigned long long)s1.cdc_chunks, (unsigned long long)s1.cdc_copied, l2);
+	CHECK("insertion: coded by chunks, nearly all copied",
+	      s1.cdc_chunks > 0 && s1.cdc_copied_bytes > n - 2 * IPK_CDC_MAX);
+	CHECK("insertion: chunk delta under the insertion + 40 KiB, a tenth of the page delta",
+	      l1 < ins + 40 * 1024 && l1 * 10 < l2);
+	/* Compressible content shifted by a few bytes, not a multiple of 4 KiB. */
+	uint8_t *t = rnd_bytes(n, 1), *t2 = malloc(n);
+	memcpy(t2, t + 7, n - 7);
+	memset(t2 + n - 7, 'z', 7);
+	round_trip("compressible content shifted by 7 bytes", t, n, t2, n);
+	/* A range record in a delta refused when it copies past the base. */
+	uint8_t *out = NULL;
+	size_t ol;
+	struct ipk_memimg *small = mk(a, 4 * IPK_CDC_MAX);
+	CHECK("a range delta against a shorter base refused (wrong base)",
+	      apply(small, d1, l1, &out, &ol, &err) < 0 && strstr(err.msg, "wrong base"));
+	free(out);
+	/* Identical files stay page coded (all COPY). */
+	struct ipk_delta_stats s3;
+	size_t l3;
+	uint8_t *d3 = encode(ma, ma, 1, 0, &l3, &s3);
+	CHECK("identical plain files: pages, not chunks", s3.cdc_chunks == 0 && s3.pages_same == n / 4096);
+	seed("cdc-delta", d1, l1);
+	free(d3);
+	ipk_memimg_free(small);
+	ipk_memimg_free(ma);
+	ipk_memimg_free(mb);
+	free(d1);
+	free(buf);
+	free(a);
+	free(b);
+	free(t);
+	free(t2);
+}
+
 int main(void)
 {
 	test_plain();
+	test_dict();
+	test_cdc();
 	test_qemu_synthetic();
 	test_process_dump();
 	test_qemu_real();
