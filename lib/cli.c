@@ -363,6 +363,19 @@ void ipk_warn(const struct ipk_cli *cli, const char *fmt, ...)
 	va_end(ap);
 }
 
+enum ipk_read_result ipk_cli_next_record(const struct ipk_cli *cli, struct ipk_reader *r, struct ipk_record *rec,
+					 struct ipk_err *err)
+{
+	for (;;) {
+		enum ipk_read_result rr = ipk_reader_next(r, rec, err);
+		if (rr != IPK_READ_BAD)
+			return rr;
+		if (cli->strict)
+			return IPK_READ_ERROR;
+		ipk_warn(cli, "%s (skipped)", err->msg);
+	}
+}
+
 void ipk_info(const struct ipk_cli *cli, const char *fmt, ...)
 {
 	if (cli->verbose < 1)

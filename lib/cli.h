@@ -23,6 +23,7 @@
 #include <stdio.h>
 
 #include "ipk.h"
+#include "record.h"
 
 struct ipk_opt {
 	const char *name;    /* long name, without "--" */
@@ -98,6 +99,13 @@ void ipk_info(const struct ipk_cli *cli, const char *fmt, ...) __attribute__((fo
 void ipk_debug(const struct ipk_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Errors are always shown: "prog: message". Returns err->code (or 1). */
 int ipk_fail(const struct ipk_cli *cli, const struct ipk_err *err);
+
+/* The next record of a program's input stream: a bad line (IPK_READ_BAD) is
+ * warned about ("... (skipped)") and skipped, or, under --strict, ends the
+ * stream. Returns IPK_READ_RECORD (*rec filled), IPK_READ_EOF, or
+ * IPK_READ_ERROR with err set (an I/O error, or a bad line under --strict). */
+enum ipk_read_result ipk_cli_next_record(const struct ipk_cli *cli, struct ipk_reader *r, struct ipk_record *rec,
+					 struct ipk_err *err);
 
 /* Parse helpers: return 0, or -1 after ipk_cli_usage_error(). */
 int ipk_parse_double(struct ipk_cli *cli, const char *opt, const char *s, double min, double max, double *out);

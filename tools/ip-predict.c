@@ -301,20 +301,12 @@ static int predict_file(struct ipk_cli *cli, const char *path, struct stream *sm
 	int rc = 0;
 	for (;;) {
 		struct ipk_err e2 = { 0 };
-		enum ipk_read_result res = ipk_reader_next(r, &rec, &e2);
+		enum ipk_read_result res = ipk_cli_next_record(cli, r, &rec, &e2);
 		if (res == IPK_READ_EOF)
 			break;
 		if (res == IPK_READ_ERROR) {
 			rc = ipk_err_set(err, e2.code, "%s", e2.msg);
 			break;
-		}
-		if (res == IPK_READ_BAD) {
-			if (cli->strict) {
-				rc = ipk_err_set(err, e2.code, "%s", e2.msg);
-				break;
-			}
-			ipk_warn(cli, "%s", e2.msg);
-			continue;
 		}
 		if (strcmp(rec.type, "sample") != 0) {
 			if (flush_batch(cli, name, sm, w, err) < 0 || ipk_write_raw(w, rec.line, rec.len, err) < 0) {

@@ -186,22 +186,13 @@ static int run_stream(struct ctx *c, const struct map *map, long port, struct ip
 	int status = IPK_EXIT_OK;
 	long done = 0, failed = 0;
 	for (;;) {
-		enum ipk_read_result rr = ipk_reader_next(rd, &rec, &rerr);
+		enum ipk_read_result rr = ipk_cli_next_record(c->cli, rd, &rec, &rerr);
 		if (rr == IPK_READ_EOF)
 			break;
 		if (rr == IPK_READ_ERROR) {
 			*err = rerr;
 			status = rerr.code;
 			break;
-		}
-		if (rr == IPK_READ_BAD) {
-			if (c->cli->strict) {
-				*err = rerr;
-				status = rerr.code;
-				break;
-			}
-			ipk_warn(c->cli, "%s (skipped)", rerr.msg);
-			continue;
 		}
 		const char *outcome = ipk_json_str(rec.json, "outcome", "");
 		if (strcmp(rec.type, "migration") != 0 || strcmp(outcome, "success") != 0) {
