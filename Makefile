@@ -18,7 +18,7 @@ DESTDIR    ?=
 VERSION := $(shell sed -n 's/^\#define IPK_VERSION "\(.*\)"/\1/p' lib/ipk.h)
 
 CC         ?= cc
-PKGS       := libvirt libcjson liblz4 libcurl libxxhash readline
+PKGS       := libvirt libcjson liblz4 libcurl libxxhash readline libzstd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN       := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
@@ -39,7 +39,7 @@ endif
 
 # Debian packages for the build, the tests, the demo and the benchmarks.
 DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev \
-	libvirt-dev libcjson-dev liblz4-dev libcurl4-openssl-dev libxxhash-dev libreadline-dev \
+	libvirt-dev libcjson-dev liblz4-dev libzstd-dev libcurl4-openssl-dev libxxhash-dev libreadline-dev \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils \
 	busybox-static linux-image-amd64 cpio gzip iproute2 procps psmisc kmod \
 	python3 python3-torch gawk mawk curl socat man-db groff-base \

@@ -4,16 +4,20 @@
 #include "delta.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <lz4.h>
+#include <zstd.h>
 #define XXH_INLINE_ALL
 #include <xxhash.h>
+#include "xxh.h"
 
 #include "cdc.h"
 #include "image.h"
@@ -60,6 +64,8 @@ struct worker {
 	uint8_t *dict;           /* DICT_MAX bytes of dictionary, then the page (LZ4 prefix mode) */
 	uint8_t scratch[2][IPK_PAGE_SIZE];
 	struct encoder *enc;
+	ZSTD_CCtx *zc;           /* zstd codec: reused context */
+	uint8_t *zmap, *zpre, *zcur; /* page map, prefix (base pages), changed pages of a ZPAGES record */
 	double cpu;    /* thread CPU seconds spent encoding */
 	size_t nbatch; /* batches encoded */
 };
@@ -74,7 +80,8 @@ struct encoder {
 	atomic_size_t next;
 	atomic_uint spread; /* batches whose base reads were spread out */
 	size_t wend;
-	int accel, no_xor, no_dict;
+	int accel, no_xor, no_dict, zstd, zlevel;
+	int hashed; /* both images carry page hashes (else compare bytes) */
 	uint64_t zhash;
 };
 
@@ -245,7 +252,7 @@ static void encode_opaque(struct worker *w, struct batch *b, const struct ipk_mi
 		}
 	}
 	uint8_t h[8];
-	put64(h, XXH3_64bits(data, it->len));
+	put64(h, ipk_xxh3_64(data, it->len));
 	const uint8_t *payload;
 	size_t n = compress_best(w, data, it->len, ref, refn, &r.coding, &payload);
 	if (r.coding != IPK_CODE_LZ4_XOR)
@@ -277,9 +284,10 @@ static void encode_batch(struct worker *w, struct batch *b)
 			blo = bp->off < blo ? bp->off : blo;
 			bhi = bp->off > bhi ? bp->off : bhi;
 		}
-		uint64_t h = it->hash; /* computed when the image was read */
+		/* computed when the image was read, unless it was read without */
+		uint64_t h = e->hashed ? it->hash : ipk_xxh3_64(data, it->len);
 		uint8_t coding, fill = 0;
-		if (bp && bp->len == it->len && bp->hash == h && !memcmp(ref, data, it->len)) {
+		if (bp && bp->len == it->len && (!e->hashed || bp->hash == h) && !memcmp(ref, data, it->len)) {
 			coding = IPK_CODE_COPY;
 			b->st.pages_same++;
 		} else if (it->zero) {
@@ -354,6 +362,197 @@ static void encode_batch(struct worker *w, struct batch *b)
 		ipk_memimg_trim(e->base);
 }
 
+/* ------------------------------------------------------- zstd page batches
+ *
+ * Codec zstd (format 3): the page items of a batch between opaque items go
+ * into one ZPAGES record: a compact page map (one tag byte per page, with
+ * the address, QEMU flags, block, fill and length only where they differ
+ * from what the previous page implies), then the changed pages' content
+ * concatenated and coded as one zstd frame whose prefix is the base's pages
+ * at the same addresses in the same order. zstd thus finds the parts of a
+ * page left as they were (at a fixed distance, its repeat offsets), matches
+ * across the pages of the batch, and entropy-codes the literals.
+ *
+ * Payload: le64 XXH3-64 of the content (seeded with XXH3-64 of the raw
+ * map), le32 raw map length, le32 stored map length (0: the map is stored
+ * raw), le32 content length, le32 frame length, the map, the frame. */
+#define ZTAG_OP 0x03    /* 0 COPY, 1 ZERO, 2 coded */
+#define ZTAG_ADDR 0x04  /* zigzag varint of (addr - expected) / 4096 follows */
+#define ZTAG_FLAGS 0x08 /* le16 QEMU flags follow */
+#define ZTAG_BLOCK 0x10 /* le16 block follows */
+#define ZTAG_FILL 0x20  /* the fill byte follows (ZERO) */
+#define ZTAG_LEN 0x40   /* le16 content length (1..4095) follows */
+#define ZMAP_MAX 18     /* bytes of one map entry at most */
+#define ZHDR_LEN 24
+#define ZMAX_ITEMS 1024 /* pages of one ZPAGES record at most (decoder limit) */
+/* The window must reach from a page to the base's page at its address, a
+ * batch's prefix away (the levels' own windows are smaller for small
+ * inputs, which on the lab's idle pair made the delta 45 % larger). */
+#define ZWINDOW_LOG 21
+
+struct zseg {
+	size_t n, maplen, curlen, prelen;
+	uint64_t addr0, expect;
+	uint16_t block0, rflags0, block, rflags;
+};
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+	while (v >= 0x80) {
+		p[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (uint8_t)v;
+	return n;
+}
+
+static void zseg_add(struct worker *w, struct zseg *s, const struct ipk_mi_item *it, int op, uint8_t fill,
+		     const uint8_t *data, const uint8_t *ref, size_t refn)
+{
+	if (s->n == 0) {
+		s->addr0 = s->expect = it->addr;
+		s->block0 = s->block = it->block;
+		s->rflags0 = s->rflags = it->rflags;
+	}
+	uint8_t *m = w->zmap + s->maplen, *q = m + 1;
+	uint8_t tag = (uint8_t)op;
+	if (it->addr != s->expect) {
+		int64_t dp = (int64_t)(it->addr - s->expect) / (int64_t)IPK_PAGE_SIZE;
+		tag |= ZTAG_ADDR;
+		q += put_varint(q, ((uint64_t)dp << 1) ^ (uint64_t)(dp >> 63));
+	}
+	if (it->rflags != s->rflags) {
+		tag |= ZTAG_FLAGS;
+		*q++ = (uint8_t)it->rflags;
+		*q++ = (uint8_t)(it->rflags >> 8);
+	}
+	if (it->block != s->block) {
+		tag |= ZTAG_BLOCK;
+		*q++ = (uint8_t)it->block;
+		*q++ = (uint8_t)(it->block >> 8);
+	}
+	if (fill) {
+		tag |= ZTAG_FILL;
+		*q++ = fill;
+	}
+	if (it->len != IPK_PAGE_SIZE) {
+		tag |= ZTAG_LEN;
+		*q++ = (uint8_t)it->len;
+		*q++ = (uint8_t)(it->len >> 8);
+	}
+	*m = tag;
+	s->maplen = (size_t)(q - w->zmap);
+	s->expect = it->addr + IPK_PAGE_SIZE;
+	s->rflags = it->rflags;
+	s->block = it->block;
+	s->n++;
+	if (op == 2) {
+		memcpy(w->zcur + s->curlen, data, it->len);
+		s->curlen += it->len;
+		if (ref) {
+			memcpy(w->zpre + s->prelen, ref, refn);
+			s->prelen += refn;
+		}
+	}
+}
+
+static void zseg_flush(struct worker *w, struct batch *b, struct zseg *s)
+{
+	if (!s->n)
+		return;
+	struct encoder *e = w->enc;
+	uint8_t *rec = b->buf + b->len, *p = rec + IPK_IMG_REC_LEN + ZHDR_LEN;
+	size_t room = b->cap - b->len - IPK_IMG_REC_LEN - ZHDR_LEN;
+	/* The map: zstd when it pays (runs of unchanged pages make it tiny). */
+	size_t mstored = 0;
+	if (s->maplen > 32) {
+		size_t k = ZSTD_compress2(w->zc, p, room, w->zmap, s->maplen);
+		if (!ZSTD_isError(k) && k < s->maplen)
+			mstored = k;
+	}
+	if (!mstored)
+		memcpy(p, w->zmap, s->maplen);
+	size_t mlen = mstored ? mstored : s->maplen;
+	p += mlen;
+	room -= mlen;
+	size_t flen = 0;
+	if (s->curlen) {
+		if (s->prelen)
+			ZSTD_CCtx_refPrefix(w->zc, w->zpre, s->prelen);
+		flen = ZSTD_compress2(w->zc, p, room, w->zcur, s->curlen);
+		if (ZSTD_isError(flen)) {
+			b->failed = 1; /* cannot happen: room >= ZSTD_compressBound */
+			ZSTD_CCtx_reset(w->zc, ZSTD_reset_session_only);
+			flen = 0;
+		}
+	}
+	uint8_t *z = rec + IPK_IMG_REC_LEN;
+	put64(z, ipk_xxh3_64_seed(w->zcur, s->curlen, ipk_xxh3_64(w->zmap, s->maplen)));
+	for (int i = 0; i < 4; i++) {
+		z[8 + i] = (uint8_t)(s->maplen >> (8 * i));
+		z[12 + i] = (uint8_t)(mstored >> (8 * i));
+		z[16 + i] = (uint8_t)(s->curlen >> (8 * i));
+		z[20 + i] = (uint8_t)(flen >> (8 * i));
+	}
+	struct ipk_img_rec r = { .type = IPK_REC_ZPAGES, .coding = IPK_CODE_ZSTD, .block = s->block0,
+				 .rflags0 = s->rflags0, .rflags1 = s->rflags0, .count = (uint32_t)s->n,
+				 .addr = s->addr0, .payload = (uint32_t)(ZHDR_LEN + mlen + flen) };
+	ipk_img_rec_put(&r, rec);
+	b->len += IPK_IMG_REC_LEN + r.payload;
+	b->st.zbatches++;
+	b->st.zmap_bytes += mlen;
+	(void)e;
+	memset(s, 0, sizeof(*s));
+}
+
+static void encode_batch_z(struct worker *w, struct batch *b)
+{
+	struct encoder *e = w->enc;
+	struct zseg s;
+	memset(&s, 0, sizeof(s));
+	size_t hint = 0;
+	uint64_t blo = UINT64_MAX, bhi = 0;
+	memset(&b->st, 0, sizeof(b->st));
+	b->len = 0;
+	for (size_t i = b->i0; i < b->i1; i++) {
+		const struct ipk_mi_item *it = &e->items[i];
+		if (it->type == IPK_MI_OPAQUE) {
+			zseg_flush(w, b, &s);
+			encode_opaque(w, b, it);
+			continue;
+		}
+		b->st.pages++;
+		const uint8_t *data = ipk_memimg_item_data(e->nw, it, w->scratch[0]);
+		const struct ipk_mi_page *bp = e->base ? ipk_memimg_find(e->base, it->addr, &hint) : NULL;
+		const uint8_t *ref = bp ? ipk_memimg_page_data(e->base, bp, w->scratch[1]) : NULL;
+		if (bp && !bp->record) {
+			blo = bp->off < blo ? bp->off : blo;
+			bhi = bp->off > bhi ? bp->off : bhi;
+		}
+		uint64_t h = it->hash; /* without page hashes: only the zero-page mark */
+		if (bp && bp->len == it->len && (!e->hashed || bp->hash == h) && !memcmp(ref, data, it->len)) {
+			b->st.pages_same++;
+			zseg_add(w, &s, it, 0, 0, NULL, NULL, 0);
+		} else if (it->zero) {
+			b->st.pages_zero++;
+			zseg_add(w, &s, it, 1, it->fill, NULL, NULL, 0);
+		} else if (it->len == IPK_PAGE_SIZE && h == e->zhash && !memcmp(data, zero_page, IPK_PAGE_SIZE)) {
+			b->st.pages_zero++;
+			zseg_add(w, &s, it, 1, 0, NULL, NULL, 0);
+		} else {
+			b->st.pages_zstd++;
+			if (!bp)
+				b->st.pages_new++;
+			zseg_add(w, &s, it, 2, 0, data, ref, bp ? bp->len : 0);
+		}
+	}
+	zseg_flush(w, b, &s);
+	if (e->base && bhi > blo && bhi - blo > SPREAD_BYTES &&
+	    atomic_fetch_add(&e->spread, 1) % SPREAD_BATCHES == SPREAD_BATCHES - 1)
+		ipk_memimg_trim(e->base);
+}
+
 static double thread_cpu(void)
 {
 	struct timespec ts;
@@ -370,7 +569,10 @@ static void *worker_main(void *arg)
 		size_t k = atomic_fetch_add(&e->next, 1);
 		if (k >= e->wend)
 			break;
-		encode_batch(w, &e->batches[k]);
+		if (e->zstd)
+			encode_batch_z(w, &e->batches[k]);
+		else
+			encode_batch(w, &e->batches[k]);
 		w->nbatch++;
 	}
 	w->cpu += thread_cpu() - c0;
@@ -386,6 +588,10 @@ static void worker_free(struct worker *w)
 	free(w->c2);
 	free(w->c3);
 	free(w->dict);
+	ZSTD_freeCCtx(w->zc);
+	free(w->zmap);
+	free(w->zpre);
+	free(w->zcur);
 }
 
 static int worker_init(struct worker *w, struct encoder *e)
@@ -403,6 +609,20 @@ static int worker_init(struct worker *w, struct encoder *e)
 		worker_free(w);
 		return -1;
 	}
+	if (e->zstd) {
+		w->zc = ZSTD_createCCtx();
+		w->zmap = malloc(BATCH_ITEMS * ZMAP_MAX);
+		w->zpre = malloc(BATCH_BYTES + IPK_PAGE_SIZE);
+		w->zcur = malloc(BATCH_BYTES + IPK_PAGE_SIZE);
+		if (!w->zc || !w->zmap || !w->zpre || !w->zcur ||
+		    ZSTD_isError(ZSTD_CCtx_setParameter(w->zc, ZSTD_c_compressionLevel, e->zlevel)) ||
+		    ZSTD_isError(ZSTD_CCtx_setParameter(w->zc, ZSTD_c_checksumFlag, 0)) ||
+		    ZSTD_isError(ZSTD_CCtx_setParameter(w->zc, ZSTD_c_contentSizeFlag, 0)) ||
+		    ZSTD_isError(ZSTD_CCtx_setParameter(w->zc, ZSTD_c_windowLog, ZWINDOW_LOG))) {
+			worker_free(w);
+			return -1;
+		}
+	}
 	return 0;
 }
 
@@ -416,7 +636,7 @@ static int sink_write(struct sink *s, const void *p, size_t n, struct ipk_err *e
 {
 	if (n && fwrite(p, 1, n, s->f) != n)
 		return ipk_err_set(err, IPK_EXIT_IOERR, "write delta: %s", strerror(errno));
-	XXH3_64bits_update(s->h, p, n);
+	ipk_xxh3_64_update(s->h, p, n);
 	s->n += n;
 	return 0;
 }
@@ -460,7 +680,7 @@ static int cdc_plan_make(const struct ipk_memimg *base, const struct ipk_memimg 
 		return ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
 	for (size_t at = 0, since = 0; at < bl;) {
 		size_t k = ipk_cdc_next(&cdc, b + at, bl - at);
-		uint64_t h = XXH3_64bits(b + at, k);
+		uint64_t h = ipk_xxh3_64(b + at, k);
 		size_t i = (size_t)h & (cap - 1);
 		while (t[i].used && !(t[i].hash == h && t[i].len == k))
 			i = (i + 1) & (cap - 1);
@@ -486,7 +706,7 @@ static int cdc_plan_make(const struct ipk_memimg *base, const struct ipk_memimg 
 		}
 		struct cdc_ent *e = &pl->e[pl->n++];
 		*e = (struct cdc_ent){ .off = at, .len = k, .boff = UINT64_MAX };
-		uint64_t h = XXH3_64bits(n + at, k);
+		uint64_t h = ipk_xxh3_64(n + at, k);
 		for (size_t i = (size_t)h & (cap - 1); t[i].used; i = (i + 1) & (cap - 1))
 			if (t[i].hash == h && t[i].len == k && !memcmp(b + t[i].off, n + at, k)) {
 				e->boff = t[i].off;
@@ -510,9 +730,14 @@ static uint64_t same_page_bytes(const struct ipk_memimg *base, const struct ipk_
 	size_t np, hint = 0;
 	const struct ipk_mi_page *pg = ipk_memimg_pages(nw, &np);
 	uint64_t same = 0;
+	uint8_t s1[IPK_PAGE_SIZE], s2[IPK_PAGE_SIZE];
 	for (size_t i = 0; i < np; i++) {
 		const struct ipk_mi_page *bp = ipk_memimg_find(base, pg[i].addr, &hint);
-		if (bp && bp->len == pg[i].len && bp->hash == pg[i].hash)
+		if (!bp || bp->len != pg[i].len)
+			continue;
+		if (ipk_memimg_page_hashes(base) && ipk_memimg_page_hashes(nw) ? bp->hash == pg[i].hash
+										 : !memcmp(ipk_memimg_page_data(base, bp, s1),
+											   ipk_memimg_page_data(nw, &pg[i], s2), bp->len))
 			same += pg[i].len;
 	}
 	return same;
@@ -556,7 +781,7 @@ static int cdc_encode(struct worker *w, const struct cdc_plan *pl, struct sink *
 			r.count = (uint32_t)len;
 			r.payload = (uint32_t)(8 + pn);
 			ipk_img_rec_put(&r, rb);
-			put64(rb + IPK_IMG_REC_LEN, XXH3_64bits(data, len));
+			put64(rb + IPK_IMG_REC_LEN, ipk_xxh3_64(data, len));
 			if (sink_write(sk, rb, sizeof(rb), err) < 0 || sink_write(sk, payload, pn, err) < 0)
 				return -1;
 		}
@@ -583,7 +808,12 @@ int ipk_delta_encode(const struct ipk_memimg *base, const struct ipk_memimg *nw,
 	e.accel = opts && opts->acceleration > 0 ? opts->acceleration : 1;
 	e.no_xor = opts && opts->no_xor;
 	e.no_dict = opts && opts->no_dict;
-	e.zhash = XXH3_64bits(zero_page, IPK_PAGE_SIZE);
+	e.zstd = opts && opts->codec == IPK_DELTA_CODEC_ZSTD ? 1
+		 : opts && opts->codec == IPK_DELTA_CODEC_LZ4 ? 0
+							     : base != NULL;
+	e.zlevel = opts && opts->zlevel ? opts->zlevel : IPK_DELTA_ZLEVEL;
+	e.hashed = ipk_memimg_page_hashes(nw) && (!base || ipk_memimg_page_hashes(base));
+	e.zhash = ipk_xxh3_64(zero_page, IPK_PAGE_SIZE);
 	int nthreads = opts && opts->threads > 0 ? opts->threads : 1;
 	if (nthreads > 64)
 		nthreads = 64;
@@ -652,6 +882,9 @@ int ipk_delta_encode(const struct ipk_memimg *base, const struct ipk_memimg *nw,
 			i++;
 		}
 		b->i1 = i;
+		/* zstd: per run of pages a record header, its fixed part and the
+		 * frames' overhead beyond the content (which the LZ4 bound covers). */
+		b->cap += ZSTD_compressBound(bytes) + ZSTD_compressBound(BATCH_ITEMS * ZMAP_MAX) + 4096;
 	}
 
 	/* Header, and the block table of QEMU content. */
@@ -782,6 +1015,11 @@ int ipk_delta_encode(const struct ipk_memimg *base, const struct ipk_memimg *nw,
 			st.pages_xor += b->st.pages_xor;
 			st.pages_dict += b->st.pages_dict;
 			st.pages_new += b->st.pages_new;
+			st.pages_zstd += b->st.pages_zstd;
+			st.zbatches += b->st.zbatches;
+			st.zmap_bytes += b->st.zmap_bytes;
+			if (b->failed && wrc == 0)
+				wrc = ipk_err_set(err, IPK_EXIT_SOFTWARE, "encode delta: zstd failed");
 			st.opaque_bytes += b->st.opaque_bytes;
 			st.opaque_same += b->st.opaque_same;
 			b->buf = NULL;
@@ -848,6 +1086,8 @@ done:
 
 /* ----------------------------------------------------------------- apply */
 
+#define ZFLIGHT 2 /* ZPAGES records decoded at once (the machines have 2 cores) */
+
 struct decoder {
 	FILE *in, *out;
 	const char *name;
@@ -865,7 +1105,44 @@ struct decoder {
 	uint64_t span_pages;  /* pages since blo, bhi were reset */
 	uint64_t blo, bhi;    /* span of the base's bytes read in the last 1024 pages */
 	int version;
+	/* ZPAGES records, several at a time: helper threads decode up to
+	 * ZFLIGHT of them while the calling thread reads the next ones and
+	 * writes the decoded ones in order. */
+	struct zdec *zs[ZFLIGHT + 1]; /* buffers, made on first use */
+	int zq[ZFLIGHT];              /* slots in flight, oldest first */
+	int nzq;
 	struct ipk_err *err;
+	const uint8_t *bbuf;  /* the base's bytes (NULL without a base) */
+	size_t blen;
+	/* Pending output (counted in written): pieces of the base, of the
+	 * current batch's decoded pages and of harena, written in order by
+	 * seg_flush before anything else is and at the end of each batch. */
+	struct iovec *iov;
+	size_t niov, iov_bytes;
+	uint8_t *harena; /* page record headers of the pending output */
+	size_t hlen;
+};
+
+struct zent {
+	uint64_t addr;
+	const struct ipk_mi_page *bp;
+	uint16_t fl, blk, len;
+	uint8_t op, fill;
+};
+
+struct zdec {
+	pthread_t t;
+	int run;        /* t is decoding this slot */
+	ZSTD_DCtx *dc;
+	uint8_t *in, *map, *pre, *cur;
+	struct zent *ent;
+	/* one record, as parsed for zdec_decode */
+	const struct ipk_memimg *base;
+	const uint8_t *frame;
+	size_t flen, craw, prelen, mraw;
+	uint32_t count;
+	uint64_t at;    /* its offset in the delta */
+	const char *bad; /* set by zdec_decode: why the record is refused */
 };
 
 static int corrupt(struct decoder *d, const char *why)
@@ -882,18 +1159,101 @@ static int rd(struct decoder *d, void *p, size_t n)
 		return ipk_err_set(d->err, IPK_EXIT_DATAERR, "apply delta '%s': truncated at offset %llu", d->name,
 				   (unsigned long long)d->pos);
 	}
-	XXH3_64bits_update(d->sh, p, n);
+	ipk_xxh3_64_update(d->sh, p, n);
 	d->pos += n;
 	return 0;
+}
+
+#define SEG_MAX (2 * ZMAX_ITEMS + 16)        /* pending pieces at most */
+#define HARENA_LEN (ZMAX_ITEMS * 300 + 4096) /* their headers' bytes */
+#define SEG_DIRECT (64u << 10) /* pending output at least this long bypasses the stream's buffer */
+
+/* Write the pending pieces: to the descriptor with writev, past the
+ * stream's buffer (flushed first, so the order stays), when there is one
+ * and they are long enough; else through the stream. */
+static int seg_flush(struct decoder *d)
+{
+	if (!d->niov)
+		return 0;
+	struct iovec *v = d->iov;
+	size_t nv = d->niov, total = d->iov_bytes;
+	d->niov = d->iov_bytes = d->hlen = 0;
+	for (size_t i = 0; i < nv; i++)
+		ipk_xxh3_128_update(d->oh, v[i].iov_base, v[i].iov_len);
+	int fd = total >= SEG_DIRECT ? fileno(d->out) : -1;
+	if (fd < 0) {
+		for (size_t i = 0; i < nv; i++)
+			if (fwrite(v[i].iov_base, 1, v[i].iov_len, d->out) != v[i].iov_len)
+				return ipk_err_set(d->err, IPK_EXIT_IOERR, "apply delta '%s': write: %s", d->name,
+						   strerror(errno));
+		return 0;
+	}
+	if (fflush(d->out) != 0)
+		return ipk_err_set(d->err, IPK_EXIT_IOERR, "apply delta '%s': write: %s", d->name, strerror(errno));
+	while (nv) {
+		ssize_t k = writev(fd, v, nv > IOV_MAX ? IOV_MAX : (int)nv);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return ipk_err_set(d->err, IPK_EXIT_IOERR, "apply delta '%s': write: %s", d->name,
+					   k < 0 ? strerror(errno) : "nothing written");
+		size_t done = (size_t)k;
+		while (nv && done >= v->iov_len) {
+			done -= v->iov_len;
+			v++;
+			nv--;
+		}
+		if (nv) { /* a partial write: the rest of this piece next */
+			v->iov_base = (uint8_t *)v->iov_base + done;
+			v->iov_len -= done;
+		}
+	}
+	return 0;
+}
+
+/* Output n bytes at p, which stay as they are until the end of the current
+ * batch (the base's bytes, decoded pages, harena): joined to the previous
+ * piece when they follow it, so that unchanged stretches of the base go out
+ * as one piece. */
+static int seg_add(struct decoder *d, const uint8_t *p, size_t n)
+{
+	if (n > d->size - d->written)
+		return corrupt(d, "more content than the header announces");
+	if (!n)
+		return 0;
+	struct iovec *l = d->niov ? &d->iov[d->niov - 1] : NULL;
+	if (l && (const uint8_t *)l->iov_base + l->iov_len == p) {
+		l->iov_len += n;
+	} else {
+		if (d->niov == SEG_MAX && seg_flush(d) < 0)
+			return -1;
+		d->iov[d->niov++] = (struct iovec){ .iov_base = (void *)p, .iov_len = n };
+	}
+	d->iov_bytes += n;
+	d->written += n;
+	return 0;
+}
+
+/* seg_add of a copy of n (<= 300) bytes, kept in harena. */
+static int seg_add_copy(struct decoder *d, const uint8_t *p, size_t n)
+{
+	if (d->hlen + n > HARENA_LEN && seg_flush(d) < 0)
+		return -1;
+	uint8_t *q = d->harena + d->hlen;
+	memcpy(q, p, n);
+	d->hlen += n;
+	return seg_add(d, q, n);
 }
 
 static int wr(struct decoder *d, const void *p, size_t n)
 {
 	if (n > d->size - d->written)
 		return corrupt(d, "more content than the header announces");
+	if (seg_flush(d) < 0)
+		return -1;
 	if (n && fwrite(p, 1, n, d->out) != n)
 		return ipk_err_set(d->err, IPK_EXIT_IOERR, "apply delta '%s': write: %s", d->name, strerror(errno));
-	XXH3_128bits_update(d->oh, p, n);
+	ipk_xxh3_128_update(d->oh, p, n);
 	d->written += n;
 	return 0;
 }
@@ -927,7 +1287,7 @@ static int read_coded(struct decoder *d, const struct ipk_img_rec *r, size_t n, 
 			xor_into(d->dbuf, d->dbuf, ref, k);
 		}
 	}
-	if (XXH3_64bits(d->dbuf, n) != get64(hb))
+	if (ipk_xxh3_64(d->dbuf, n) != get64(hb))
 		return corrupt(d, "content checksum mismatch");
 	return 0;
 }
@@ -949,7 +1309,7 @@ static int read_dict_page(struct decoder *d, const struct ipk_img_rec *r, size_t
 	if (got != (int)n)
 		return corrupt(d, "undecodable LZ4 block");
 	memcpy(d->dbuf, d->dict + refn, n);
-	if (XXH3_64bits(d->dbuf, n) != get64(hb))
+	if (ipk_xxh3_64(d->dbuf, n) != get64(hb))
 		return corrupt(d, "content checksum mismatch");
 	return 0;
 }
@@ -1015,6 +1375,308 @@ static int do_opaque(struct decoder *d, const struct ipk_img_rec *r)
 	return wr(d, d->dbuf, n);
 }
 
+/* Write one page of NEW at addr (flags fl, block blk, plen bytes of content)
+ * in the content's own layout. */
+static int put_page(struct decoder *d, uint64_t addr, uint16_t fl, uint16_t blk, size_t plen, const uint8_t *content,
+		    const struct ipk_mi_page *from, int stable)
+{
+	/* from: the base's page when content is a copy of it. Its bytes in the
+	 * base (record header included) are used as they are when they are
+	 * exactly the bytes to write. stable: content stays as it is until the
+	 * end of the batch (decoded pages), so it can be pending output. */
+	if (from && d->bbuf && (from->off > d->blen || d->blen - from->off < plen))
+		from = NULL;
+	if (d->kind == IPK_MI_PLAIN) {
+		if ((from && content == d->bbuf + from->off) || stable)
+			return seg_add(d, content, plen);
+		return wr(d, content, plen);
+	}
+	if (d->kind == IPK_MI_PROCESS) {
+		uint8_t ab[8];
+		put64(ab, addr);
+		if (plen != IPK_PAGE_SIZE || addr == IPK_PROC_END)
+			return corrupt(d, "bad process page record");
+		if (wr(d, ab, 8) < 0 || wr(d, content, plen) < 0)
+			return -1;
+		return 0;
+	}
+	uint16_t kind = fl & ~IPK_RAM_CONTINUE;
+	uint8_t hdr[300];
+	int hl = ipk_mi_page_header(d->blocks, d->nblocks, blk, addr, fl, hdr);
+	if (hl < 0 || (kind != IPK_RAM_ZERO && kind != IPK_RAM_PAGE) || plen != IPK_PAGE_SIZE)
+		return corrupt(d, "bad QEMU page record");
+	if (from && d->bbuf && from->off >= (uint64_t)hl) {
+		const uint8_t *src = d->bbuf + from->off - hl;
+		int same = kind == IPK_RAM_ZERO ? from->record && d->bbuf[from->off] == content[0]
+						: !from->record && content == d->bbuf + from->off;
+		if (same && !memcmp(src, hdr, (size_t)hl))
+			return seg_add(d, src, (size_t)hl + (kind == IPK_RAM_ZERO ? 1 : IPK_PAGE_SIZE));
+	}
+	if (kind == IPK_RAM_ZERO) { /* header and fill byte */
+		hdr[hl] = content[0];
+		return d->iov ? seg_add_copy(d, hdr, (size_t)hl + 1) : wr(d, hdr, (size_t)hl + 1);
+	}
+	if (stable && d->iov)
+		return seg_add_copy(d, hdr, (size_t)hl) < 0 ? -1 : seg_add(d, content, IPK_PAGE_SIZE);
+	if (wr(d, hdr, (size_t)hl) < 0 || wr(d, content, IPK_PAGE_SIZE) < 0)
+		return -1;
+	return 0;
+}
+
+/* Drop the base's pages read so far every 64 MiB of pages, or every 1024
+ * pages when they were spread out (each read may map 64 KiB around it). */
+static void base_trim_tick(struct decoder *d, uint64_t count)
+{
+	if (d->base && (d->span_pages += count) >= 1024) {
+		d->pages_seen += d->span_pages;
+		if (d->pages_seen >= IPK_MI_TRIM_BYTES / IPK_PAGE_SIZE ||
+		    (d->bhi > d->blo && d->bhi - d->blo > SPREAD_BYTES)) {
+			ipk_memimg_trim(d->base);
+			d->pages_seen = 0;
+		}
+		d->span_pages = 0;
+		d->blo = UINT64_MAX;
+		d->bhi = 0;
+	}
+}
+
+static uint32_t get32le(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The heavy part of a ZPAGES record: the base's pages as prefix, the zstd
+ * frame, the checksum. Touches only z and the base (read-only): runs in a
+ * helper thread. Sets z->bad on failure. */
+static void zdec_decode(struct zdec *z)
+{
+	const uint8_t *h = z->in;
+	uint8_t scratch[IPK_PAGE_SIZE];
+	if (z->craw) {
+		uint8_t *pp = z->pre;
+		for (uint32_t i = 0; i < z->count; i++) {
+			const struct zent *en = &z->ent[i];
+			if (en->op == 2 && en->bp) {
+				memcpy(pp, ipk_memimg_page_data(z->base, en->bp, scratch), en->bp->len);
+				pp += en->bp->len;
+			}
+		}
+		size_t k = ZSTD_DCtx_refPrefix(z->dc, z->pre, z->prelen);
+		if (!ZSTD_isError(k))
+			k = ZSTD_decompressDCtx(z->dc, z->cur, z->craw, z->frame, z->flen);
+		if (ZSTD_isError(k) || k != z->craw) {
+			ZSTD_DCtx_reset(z->dc, ZSTD_reset_session_only);
+			z->bad = "undecodable zstd frame";
+			return;
+		}
+	}
+	if (ipk_xxh3_64_seed(z->cur, z->craw, ipk_xxh3_64(z->map, z->mraw)) != get64(h))
+		z->bad = "content checksum mismatch";
+}
+
+static void *zdec_thread(void *arg)
+{
+	zdec_decode(arg);
+	return NULL;
+}
+
+static void zdec_join(struct zdec *z)
+{
+	if (z->run) {
+		pthread_join(z->t, NULL);
+		z->run = 0;
+	}
+}
+
+/* Write a decoded ZPAGES record, or refuse it. */
+static int zdec_write(struct decoder *d, struct zdec *z)
+{
+	if (z->bad)
+		return ipk_err_set(d->err, IPK_EXIT_DATAERR, "apply delta '%s': %s at offset %llu", d->name, z->bad,
+				   (unsigned long long)z->at);
+	uint8_t scratch[IPK_PAGE_SIZE];
+	const uint8_t *cp = z->cur;
+	for (uint32_t i = 0; i < z->count; i++) {
+		const struct zent *en = &z->ent[i];
+		size_t plen = en->len ? en->len : IPK_PAGE_SIZE;
+		const uint8_t *content;
+		if (en->bp && !en->bp->record) {
+			d->blo = en->bp->off < d->blo ? en->bp->off : d->blo;
+			d->bhi = en->bp->off > d->bhi ? en->bp->off : d->bhi;
+		}
+		if (en->op == 0) {
+			content = ipk_memimg_page_data(d->base, en->bp, scratch);
+		} else if (en->op == 1) {
+			memset(scratch, en->fill, plen);
+			content = scratch;
+		} else {
+			content = cp;
+			cp += plen;
+		}
+		if (put_page(d, en->addr, en->fl, en->blk, plen, content, en->op == 0 ? en->bp : NULL, en->op == 2) < 0)
+			return -1;
+	}
+	return seg_flush(d); /* z->cur is rewritten by a later record */
+}
+
+/* Wait for the oldest record in flight and write it. */
+static int zdec_pop(struct decoder *d)
+{
+	struct zdec *z = d->zs[d->zq[0]];
+	zdec_join(z);
+	d->nzq--;
+	memmove(d->zq, d->zq + 1, (size_t)d->nzq * sizeof(d->zq[0]));
+	return zdec_write(d, z);
+}
+
+/* Write the records in flight, in order: before any other record. */
+static int zdec_drain(struct decoder *d)
+{
+	while (d->nzq)
+		if (zdec_pop(d) < 0)
+			return -1;
+	return 0;
+}
+
+/* Version 3: a ZPAGES record (see zseg_flush). */
+static int do_zpages(struct decoder *d, const struct ipk_img_rec *r)
+{
+	int flat = d->kind == IPK_MI_PLAIN || d->kind == IPK_MI_PROCESS;
+	if (d->version < 3 || r->coding != IPK_CODE_ZSTD || r->count == 0 || r->count > ZMAX_ITEMS || r->len ||
+	    r->fill || r->rflags1 != r->rflags0 || r->payload < ZHDR_LEN ||
+	    r->payload > ZHDR_LEN + ZSTD_compressBound(ZMAX_ITEMS * ZMAP_MAX) + ZSTD_compressBound(ZMAX_ITEMS * IPK_PAGE_SIZE) ||
+	    (flat ? (r->rflags0 || r->block) : !d->have_blocks))
+		return corrupt(d, "bad page batch record");
+	/* Room: the oldest record in flight is written first when all are. */
+	if (d->nzq == ZFLIGHT && zdec_pop(d) < 0)
+		return -1;
+	int slot = 0;
+	for (int used = 1; used;) {
+		used = 0;
+		for (int i = 0; i < d->nzq; i++)
+			if (d->zq[i] == slot) {
+				used = 1;
+				slot++;
+			}
+	}
+	struct zdec **zp = &d->zs[slot];
+	if (!*zp) {
+		struct zdec *n = *zp = calloc(1, sizeof(**zp));
+		if (!n || !(n->dc = ZSTD_createDCtx()) ||
+		    !(n->in = malloc(ZHDR_LEN + ZSTD_compressBound(ZMAX_ITEMS * ZMAP_MAX) +
+				     ZSTD_compressBound(ZMAX_ITEMS * IPK_PAGE_SIZE))) ||
+		    !(n->map = malloc(ZMAX_ITEMS * ZMAP_MAX)) || !(n->pre = malloc(ZMAX_ITEMS * IPK_PAGE_SIZE)) ||
+		    !(n->cur = malloc(ZMAX_ITEMS * IPK_PAGE_SIZE)) || !(n->ent = malloc(ZMAX_ITEMS * sizeof(*n->ent))))
+			return ipk_err_set(d->err, IPK_EXIT_OSERR, "apply delta '%s': out of memory", d->name);
+	}
+	struct zdec *z = *zp;
+	uint64_t at = d->pos;
+	if (rd(d, z->in, r->payload) < 0)
+		return -1;
+	const uint8_t *h = z->in;
+	size_t mraw = get32le(h + 8), mst = get32le(h + 12), craw = get32le(h + 16), flen = get32le(h + 20);
+	size_t mlen = mst ? mst : mraw;
+	if (mraw < r->count || mraw > (size_t)r->count * ZMAP_MAX || craw > (size_t)r->count * IPK_PAGE_SIZE ||
+	    mlen > r->payload - ZHDR_LEN || flen != r->payload - ZHDR_LEN - mlen || (craw == 0) != (flen == 0)) {
+		d->pos = at;
+		return corrupt(d, "bad page batch lengths");
+	}
+	if (mst) {
+		size_t k = ZSTD_decompressDCtx(z->dc, z->map, mraw, h + ZHDR_LEN, mst);
+		if (ZSTD_isError(k) || k != mraw)
+			return corrupt(d, "undecodable page map");
+	} else {
+		memcpy(z->map, h + ZHDR_LEN, mraw);
+	}
+	/* The map: every entry checked before anything is decoded. */
+	const uint8_t *m = z->map, *mend = z->map + mraw;
+	uint64_t expect = r->addr;
+	uint16_t fl = r->rflags0, blk = r->block;
+	size_t want = 0, prelen = 0, hint = 0;
+	for (uint32_t i = 0; i < r->count; i++) {
+		struct zent *en = &z->ent[i];
+		if (m >= mend)
+			return corrupt(d, "bad page map");
+		uint8_t tag = *m++;
+		uint64_t addr = expect;
+		uint8_t fill = 0;
+		size_t plen = IPK_PAGE_SIZE;
+		if ((tag & ZTAG_OP) == 3 || (tag & 0x80) || ((tag & ZTAG_FILL) && (tag & ZTAG_OP) != 1))
+			return corrupt(d, "bad page map");
+		if (tag & ZTAG_ADDR) {
+			uint64_t v = 0;
+			int sh = 0;
+			for (;;) {
+				if (m >= mend || sh > 63)
+					return corrupt(d, "bad page map");
+				uint8_t c = *m++;
+				v |= (uint64_t)(c & 0x7f) << sh;
+				sh += 7;
+				if (!(c & 0x80))
+					break;
+			}
+			int64_t dp = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+			addr = expect + (uint64_t)dp * IPK_PAGE_SIZE;
+		}
+		size_t extra = (tag & ZTAG_FLAGS ? 2 : 0) + (tag & ZTAG_BLOCK ? 2 : 0) + (tag & ZTAG_FILL ? 1 : 0) +
+			       (tag & ZTAG_LEN ? 2 : 0);
+		if ((size_t)(mend - m) < extra)
+			return corrupt(d, "bad page map");
+		if (tag & ZTAG_FLAGS) {
+			fl = (uint16_t)(m[0] | m[1] << 8);
+			m += 2;
+		}
+		if (tag & ZTAG_BLOCK) {
+			blk = (uint16_t)(m[0] | m[1] << 8);
+			m += 2;
+		}
+		if (tag & ZTAG_FILL)
+			fill = *m++;
+		if (tag & ZTAG_LEN) {
+			plen = (size_t)(m[0] | m[1] << 8);
+			m += 2;
+			if (plen == 0 || plen >= IPK_PAGE_SIZE)
+				return corrupt(d, "bad page map");
+		}
+		if (addr % IPK_PAGE_SIZE || addr > UINT64_MAX - IPK_PAGE_SIZE || (flat && (fl || blk)))
+			return corrupt(d, "bad page map");
+		en->addr = addr;
+		en->fl = fl;
+		en->blk = blk;
+		en->op = tag & ZTAG_OP;
+		en->fill = fill;
+		en->len = (uint16_t)(plen & 0xfff);
+		en->bp = d->base ? ipk_memimg_find(d->base, addr, &hint) : NULL;
+		if (en->op == 0 && (!en->bp || en->bp->len != plen))
+			return corrupt(d, "copy of a page the base lacks");
+		if (en->op == 2) {
+			want += plen;
+			if (en->bp)
+				prelen += en->bp->len;
+		}
+		expect = addr + IPK_PAGE_SIZE;
+	}
+	if (m != mend || want != craw)
+		return corrupt(d, "bad page map");
+	base_trim_tick(d, r->count);
+	z->base = d->base;
+	z->frame = h + ZHDR_LEN + mlen;
+	z->flen = flen;
+	z->craw = craw;
+	z->prelen = prelen;
+	z->mraw = mraw;
+	z->count = r->count;
+	z->at = at;
+	z->bad = NULL;
+	/* Decoded by a helper thread (inline when none can be started),
+	 * written when its turn comes. */
+	z->run = pthread_create(&z->t, NULL, zdec_thread, z) == 0;
+	if (!z->run)
+		zdec_decode(z);
+	d->zq[d->nzq++] = slot;
+	return 0;
+}
+
 static int do_pages(struct decoder *d, const struct ipk_img_rec *r)
 {
 	size_t plen = r->len ? r->len : IPK_PAGE_SIZE;
@@ -1034,20 +1696,7 @@ static int do_pages(struct decoder *d, const struct ipk_img_rec *r)
 		return corrupt(d, "bad page record");
 	if (r->addr % IPK_PAGE_SIZE || r->addr + (uint64_t)r->count * IPK_PAGE_SIZE < r->addr)
 		return corrupt(d, "bad page address");
-	/* The base's pages read so far are dropped every 64 MiB of pages, or
-	 * every 1024 pages when they were spread out (each read may map 64 KiB
-	 * around it). */
-	if (d->base && (d->span_pages += r->count) >= 1024) {
-		d->pages_seen += d->span_pages;
-		if (d->pages_seen >= IPK_MI_TRIM_BYTES / IPK_PAGE_SIZE ||
-		    (d->bhi > d->blo && d->bhi - d->blo > SPREAD_BYTES)) {
-			ipk_memimg_trim(d->base);
-			d->pages_seen = 0;
-		}
-		d->span_pages = 0;
-		d->blo = UINT64_MAX;
-		d->bhi = 0;
-	}
+	base_trim_tick(d, r->count);
 	size_t hint = 0;
 	uint8_t scratch[IPK_PAGE_SIZE];
 	for (uint32_t i = 0; i < r->count; i++) {
@@ -1078,26 +1727,7 @@ static int do_pages(struct decoder *d, const struct ipk_img_rec *r)
 				return -1;
 			content = d->dbuf;
 		}
-		if (d->kind == IPK_MI_PLAIN) {
-			if (wr(d, content, plen) < 0)
-				return -1;
-			continue;
-		}
-		if (d->kind == IPK_MI_PROCESS) {
-			uint8_t ab[8];
-			put64(ab, addr);
-			if (plen != IPK_PAGE_SIZE || addr == IPK_PROC_END)
-				return corrupt(d, "bad process page record");
-			if (wr(d, ab, 8) < 0 || wr(d, content, plen) < 0)
-				return -1;
-			continue;
-		}
-		uint16_t kind = fl & ~IPK_RAM_CONTINUE;
-		uint8_t hdr[300];
-		int hl = ipk_mi_page_header(d->blocks, d->nblocks, r->block, addr, fl, hdr);
-		if (hl < 0 || (kind != IPK_RAM_ZERO && kind != IPK_RAM_PAGE) || plen != IPK_PAGE_SIZE)
-			return corrupt(d, "bad QEMU page record");
-		if (wr(d, hdr, (size_t)hl) < 0 || wr(d, content, kind == IPK_RAM_ZERO ? 1 : IPK_PAGE_SIZE) < 0)
+		if (put_page(d, addr, fl, r->block, plen, content, NULL, 0) < 0)
 			return -1;
 	}
 	return 0;
@@ -1136,7 +1766,7 @@ static int do_end(struct decoder *d)
 {
 	uint64_t sum = XXH3_64bits_digest(d->sh);
 	uint8_t p[32];
-	if (rd(d, p, 32) < 0)
+	if (rd(d, p, 32) < 0 || seg_flush(d) < 0)
 		return -1;
 	XXH128_hash_t h = XXH3_128bits_digest(d->oh);
 	if (get64(p) != d->size || d->written != d->size)
@@ -1163,11 +1793,13 @@ int ipk_delta_apply(const struct ipk_memimg *base, FILE *in, const char *name, F
 	d.sh = XXH3_createState();
 	d.oh = XXH3_createState();
 	d.cbuf = malloc((size_t)LZ4_compressBound(OPAQUE_DEC_MAX) + 16);
+	d.iov = malloc(SEG_MAX * sizeof(*d.iov));
+	d.harena = malloc(HARENA_LEN);
 	d.dbuf = malloc(OPAQUE_DEC_MAX);
 	d.dict = malloc(DICT_MAX + IPK_PAGE_SIZE);
 	int rc = -1;
 	double t0 = ipk_mono();
-	if (!d.sh || !d.oh || !d.cbuf || !d.dbuf || !d.dict) {
+	if (!d.sh || !d.oh || !d.cbuf || !d.dbuf || !d.dict || !d.iov || !d.harena) {
 		ipk_err_set(err, IPK_EXIT_OSERR, "apply delta '%s': out of memory", name);
 		goto done;
 	}
@@ -1199,6 +1831,7 @@ int ipk_delta_apply(const struct ipk_memimg *base, FILE *in, const char *name, F
 			goto done;
 		}
 		d.base = base;
+		d.bbuf = ipk_memimg_bytes(base, &d.blen);
 		size_t nb;
 		const struct ipk_mi_item *bi = ipk_memimg_items(base, &nb);
 		for (size_t i = 0; i < nb; i++)
@@ -1217,6 +1850,8 @@ int ipk_delta_apply(const struct ipk_memimg *base, FILE *in, const char *name, F
 		struct ipk_img_rec r;
 		uint64_t at = d.pos;
 		if (rd(&d, rb, sizeof(rb)) < 0 || ipk_img_rec_get(&r, rb, name, at, err) < 0)
+			goto done;
+		if (r.type != IPK_REC_ZPAGES && zdec_drain(&d) < 0)
 			goto done;
 		int x;
 		switch (r.type) {
@@ -1241,6 +1876,7 @@ int ipk_delta_apply(const struct ipk_memimg *base, FILE *in, const char *name, F
 		case IPK_REC_OPAQUE: x = do_opaque(&d, &r); break;
 		case IPK_REC_PAGES: x = do_pages(&d, &r); break;
 		case IPK_REC_RANGE: x = do_range(&d, &r); break;
+		case IPK_REC_ZPAGES: x = do_zpages(&d, &r); break;
 		default: x = corrupt(&d, "unknown record type");
 		}
 		if (x < 0)
@@ -1266,9 +1902,24 @@ done:
 		XXH3_freeState(d.oh);
 	free(d.cbuf);
 	free(d.dbuf);
+	free(d.iov);
+	free(d.harena);
 	free(d.dict);
 	free(d.blocks);
 	free(d.base_opaque);
+	for (int i = 0; i <= ZFLIGHT; i++) /* no helper left running on failure */
+		if (d.zs[i])
+			zdec_join(d.zs[i]);
+	for (int i = 0; i <= ZFLIGHT; i++)
+		if (d.zs[i]) {
+			ZSTD_freeDCtx(d.zs[i]->dc);
+			free(d.zs[i]->in);
+			free(d.zs[i]->map);
+			free(d.zs[i]->pre);
+			free(d.zs[i]->cur);
+			free(d.zs[i]->ent);
+			free(d.zs[i]);
+		}
 	return rc;
 }
 

@@ -1,7 +1,13 @@
 /* delta.h - encode a memory image against a base, and apply such deltas.
  *
  * ipk_delta_encode writes NEW as records of the ipkit container (image.h,
- * ipkit-image(5)) in NEW's own layout order: each page is either the same as
+ * ipkit-image(5)) in NEW's own layout order. With the zstd codec (the
+ * default with a base) the page items of each batch between opaque items go
+ * into one ZPAGES record: a compact page map (COPY / ZERO / changed per page,
+ * addresses and flags only where they break the expected sequence) and one
+ * zstd frame of the changed pages, coded with the base's pages at the same
+ * addresses as its prefix (one reused ZSTD_CCtx per thread). With the LZ4
+ * codec (the default without a base: images) each page is either the same as
  * the base's page at its address (COPY, in runs), uniform (ZERO, in runs),
  * or LZ4 of the page, of the page XOR the base's page, or of the page with
  * the base's page as LZ4 dictionary, whichever is smallest (STORED when
@@ -19,7 +25,12 @@
  * ipk_delta_apply reads such a stream in order, checks every record header,
  * the base's identity (before writing anything), every page and opaque
  * hash, and at the end the content's size and XXH3-128 and the checksum of
- * the whole stream. ipk_delta_apply_to_path writes a temporary file in the
+ * the whole stream. ZPAGES records are decoded by helper threads, two at a
+ * time, and written in order; runs of the base's bytes that are exactly
+ * what is to be written are written from the base (with writev, past the
+ * FILE's buffer, when out has a descriptor). The base may have been read
+ * with IPK_MI_NOHASH: apply uses no page hashes of the base. The encoder
+ * compares pages byte by byte when either image was read so. ipk_delta_apply_to_path writes a temporary file in the
  * target's directory, fsyncs it and renames it into place only when all of
  * that passed; on any failure the temporary file is removed.
  *
@@ -41,6 +52,16 @@ struct ipk_delta_opts {
 	const char *meta; /* JSON text stored in a META record after the header, or NULL */
 	int no_dict;      /* never try LZ4 with the base's page as dictionary */
 	int no_cdc;       /* plain files: never try content-defined chunks against the base */
+	int codec;        /* enum ipk_delta_codec; 0 (AUTO): zstd with a base, LZ4 without */
+	int zlevel;       /* zstd level; 0: IPK_DELTA_ZLEVEL */
+};
+
+#define IPK_DELTA_ZLEVEL 3
+
+enum ipk_delta_codec {
+	IPK_DELTA_CODEC_AUTO = 0,
+	IPK_DELTA_CODEC_LZ4 = 1,  /* per-page LZ4 / LZ4 XOR / LZ4 dictionary records (format 2 records) */
+	IPK_DELTA_CODEC_ZSTD = 2, /* ZPAGES records: batches of pages, one zstd frame per batch */
 };
 
 struct ipk_delta_stats {
@@ -62,6 +83,9 @@ struct ipk_delta_stats {
 	uint64_t pages_dict;    /* coded LZ4 with the base's page as dictionary */
 	uint64_t cdc_chunks, cdc_copied; /* plain files coded by chunks: chunks, of which copied from the base */
 	uint64_t cdc_copied_bytes;
+	uint64_t pages_zstd;    /* changed pages coded in zstd batches */
+	uint64_t zbatches;      /* ZPAGES records */
+	uint64_t zmap_bytes;    /* bytes of their page maps, as stored */
 };
 
 /* Encode new (against base, or an image when base is NULL) to out.

@@ -151,6 +151,11 @@ int ipk_img_detect(const uint8_t *buf, size_t len)
 
 struct ipk_memimg *ipk_image_open(const char *path, struct ipk_err *err)
 {
+	return ipk_image_open_flags(path, 0, err);
+}
+
+struct ipk_memimg *ipk_image_open_flags(const char *path, int flags, struct ipk_err *err)
+{
 	int is_stdin = !strcmp(path, "-");
 	int fd = is_stdin ? 0 : open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
@@ -159,7 +164,7 @@ struct ipk_memimg *ipk_image_open(const char *path, struct ipk_err *err)
 		return NULL;
 	}
 	const char *name = is_stdin ? "stdin" : path;
-	struct ipk_memimg *m = ipk_memimg_from_fd(fd, name, err);
+	struct ipk_memimg *m = ipk_memimg_from_fd_flags(fd, name, flags, err);
 	if (!is_stdin)
 		close(fd);
 	if (!m)

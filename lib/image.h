@@ -22,7 +22,8 @@
 #include "memimg.h"
 
 #define IPK_IMG_MAGIC "IPKITIMG"
-#define IPK_IMG_VERSION 2     /* written; version 1 is still read (it lacks codings 5 and range records) */
+#define IPK_IMG_VERSION 3     /* written; versions 1 and 2 are still read (1 lacks coding 5 and range
+			       * records, 2 lacks zstd page batches) */
 #define IPK_IMG_VERSION_MIN 1
 #define IPK_IMG_HDR_LEN 64
 #define IPK_IMG_REC_LEN 32
@@ -36,6 +37,8 @@ enum ipk_img_rec_type {
 	IPK_REC_END = 4,
 	IPK_REC_META = 5,   /* JSON object describing the capture (source, parent, ...) */
 	IPK_REC_RANGE = 6,  /* version 2, plain content: a byte range copied from the base or coded */
+	IPK_REC_ZPAGES = 7, /* version 3: a batch of pages, compact page map + one zstd frame of the
+			     * changed pages with the base's pages at their addresses as prefix */
 };
 
 enum ipk_img_coding {
@@ -45,6 +48,7 @@ enum ipk_img_coding {
 	IPK_CODE_COPY = 3,    /* no payload: same bytes as the base's */
 	IPK_CODE_ZERO = 4,    /* no payload: every byte is `fill` */
 	IPK_CODE_LZ4_DICT = 5, /* version 2, pages: XXH3-64, LZ4 block with the base's page at the same address as dictionary */
+	IPK_CODE_ZSTD = 6,     /* version 3, ZPAGES records only (payload in ipkit-image(5)) */
 };
 
 struct ipk_img_header {
@@ -94,5 +98,8 @@ int ipk_img_detect(const uint8_t *buf, size_t len);
  * (IPK_EXIT_DATAERR). Returns the image (free with ipk_memimg_free) or NULL
  * with err set (see ipk_memimg_from_fd, ipk_delta_apply). */
 struct ipk_memimg *ipk_image_open(const char *path, struct ipk_err *err);
+/* ipk_image_open with flags (IPK_MI_NOHASH, memimg.h) for raw inputs; an
+ * ipkit image is decoded as ipk_image_open does. */
+struct ipk_memimg *ipk_image_open_flags(const char *path, int flags, struct ipk_err *err);
 
 #endif

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #define XXH_INLINE_ALL
 #include <xxhash.h>
+#include "xxh.h"
 
 #include "qemusave.h"
 
@@ -35,6 +36,7 @@ struct ipk_memimg {
 	uint32_t nopaque;
 	uint64_t hlo, hhi;
 	uint64_t zhash; /* XXH3-64 of a zero page */
+	int nohash;     /* IPK_MI_NOHASH: page hashes not computed */
 };
 
 static const uint8_t zero_page[IPK_PAGE_SIZE];
@@ -116,7 +118,7 @@ static void advance(struct ipk_memimg *m, size_t upto)
 		madvise((uint8_t *)m->map + from, n, MADV_POPULATE_READ);
 		m->populated = from + n;
 	}
-	XXH3_128bits_update(m->hs, m->buf + m->hashed, upto - m->hashed);
+	ipk_xxh3_128_update(m->hs, m->buf + m->hashed, upto - m->hashed);
 	m->hashed = upto;
 	if (m->map && m->hashed - m->trimmed >= IPK_MI_TRIM_BYTES) {
 		ipk_memimg_trim(m);
@@ -166,7 +168,14 @@ int ipk_memimg_add_page(struct ipk_memimg *m, const struct ipk_mi_item *page, st
 	it->type = IPK_MI_PAGE;
 	uint8_t scratch[IPK_PAGE_SIZE];
 	const uint8_t *d = ipk_memimg_item_data(m, it, scratch);
-	it->hash = it->zero && it->fill == 0 ? m->zhash : XXH3_64bits(d, it->len);
+	if (!m->nohash)
+		it->hash = it->zero && it->fill == 0 ? m->zhash : ipk_xxh3_64(d, it->len);
+	else /* only the zero-page mark: most pages fail on the first word */
+		it->hash = (it->zero && it->fill == 0) ||
+				   (!it->zero && it->len == IPK_PAGE_SIZE && !memcmp(d, zero_page, 8) &&
+				    !memcmp(d, zero_page, IPK_PAGE_SIZE))
+			   ? m->zhash
+			   : 0;
 	advance(m, it->off + (it->zero ? 1 : it->len));
 	return 0;
 }
@@ -230,7 +239,7 @@ static int build_pages(struct ipk_memimg *m, struct ipk_err *err)
 	if (!sorted)
 		qsort(refs, n, sizeof(*refs), cmp_page_ref);
 	uint8_t scratch[IPK_PAGE_SIZE];
-	const uint64_t zhash = XXH3_64bits(zero_page, IPK_PAGE_SIZE);
+	const uint64_t zhash = ipk_xxh3_64(zero_page, IPK_PAGE_SIZE);
 	m->npages = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (i + 1 < n && refs[i + 1]->addr == refs[i]->addr)
@@ -344,8 +353,8 @@ static int parse_process(struct ipk_memimg *m, struct ipk_err *err)
 
 /* Build the model over buf; own: free it (malloc'd); map: unmap it (mmap'd,
  * len bytes), also on failure. */
-static struct ipk_memimg *from_mem(const void *buf, size_t len, int own, void *map, int kind, const char *name,
-				   struct ipk_err *err)
+static struct ipk_memimg *from_mem(const void *buf, size_t len, int own, void *map, int kind, int flags,
+				   const char *name, struct ipk_err *err)
 {
 	struct ipk_memimg *m = calloc(1, sizeof(*m));
 	XXH3_state_t *hs = XXH3_createState();
@@ -368,7 +377,8 @@ static struct ipk_memimg *from_mem(const void *buf, size_t len, int own, void *m
 		m->map = map;
 		m->maplen = len;
 	}
-	m->zhash = XXH3_64bits(zero_page, IPK_PAGE_SIZE);
+	m->zhash = ipk_xxh3_64(zero_page, IPK_PAGE_SIZE);
+	m->nohash = (flags & IPK_MI_NOHASH) != 0;
 	/* The image's identity is hashed as the parse goes (advance). */
 	m->hs = hs;
 	XXH3_128bits_reset(hs);
@@ -398,7 +408,7 @@ static struct ipk_memimg *from_mem(const void *buf, size_t len, int own, void *m
 struct ipk_memimg *ipk_memimg_from_mem(const void *buf, size_t len, int own, int kind,
 				       const char *name, struct ipk_err *err)
 {
-	return from_mem(buf, len, own, NULL, kind, name, err);
+	return from_mem(buf, len, own, NULL, kind, 0, name, err);
 }
 
 int ipk_memimg_tmpfile(const char *name, struct ipk_err *err)
@@ -423,24 +433,24 @@ struct ipk_memimg *ipk_memimg_map(int fd, int kind, const char *name, struct ipk
 		return NULL;
 	}
 	if (st.st_size == 0)
-		return from_mem(zero_page, 0, 0, NULL, kind, name, err);
+		return from_mem(zero_page, 0, 0, NULL, kind, 0, name, err);
 	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
 	if (p == MAP_FAILED) {
 		ipk_err_set(err, IPK_EXIT_OSERR, "map image '%s': %s", name, strerror(errno));
 		return NULL;
 	}
-	return from_mem(p, (size_t)st.st_size, 0, p, kind, name, err);
+	return from_mem(p, (size_t)st.st_size, 0, p, kind, 0, name, err);
 }
 
-static struct ipk_memimg *map_fd(int fd, size_t len, int kind, const char *name, struct ipk_err *err)
+static struct ipk_memimg *map_fd(int fd, size_t len, int kind, int flags, const char *name, struct ipk_err *err)
 {
 	void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
 	if (p == MAP_FAILED)
 		return NULL;
-	return from_mem(p, len, 0, p, kind, name, err);
+	return from_mem(p, len, 0, p, kind, flags, name, err);
 }
 
-struct ipk_memimg *ipk_memimg_spool(FILE *in, int kind, const char *name, struct ipk_err *err)
+static struct ipk_memimg *spool(FILE *in, int kind, int flags, const char *name, struct ipk_err *err)
 {
 	int fd = ipk_memimg_tmpfile(name, err);
 	if (fd < 0)
@@ -475,10 +485,10 @@ struct ipk_memimg *ipk_memimg_spool(FILE *in, int kind, const char *name, struct
 		len += r;
 	}
 	if (len == 0) {
-		m = from_mem(zero_page, 0, 0, NULL, kind, name, err);
+		m = from_mem(zero_page, 0, 0, NULL, kind, flags, name, err);
 		goto done;
 	}
-	m = map_fd(fd, len, kind, name, err);
+	m = map_fd(fd, len, kind, flags, name, err);
 	if (!m && !err->code)
 		ipk_err_set(err, IPK_EXIT_OSERR, "map image '%s': %s", name, strerror(errno));
 done:
@@ -487,13 +497,28 @@ done:
 	return m;
 }
 
+struct ipk_memimg *ipk_memimg_spool(FILE *in, int kind, const char *name, struct ipk_err *err)
+{
+	return spool(in, kind, 0, name, err);
+}
+
+int ipk_memimg_page_hashes(const struct ipk_memimg *m)
+{
+	return !m->nohash;
+}
+
 struct ipk_memimg *ipk_memimg_from_fd(int fd, const char *name, struct ipk_err *err)
+{
+	return ipk_memimg_from_fd_flags(fd, name, 0, err);
+}
+
+struct ipk_memimg *ipk_memimg_from_fd_flags(int fd, const char *name, int flags, struct ipk_err *err)
 {
 	struct stat st;
 	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
 		/* Mapped, not read: only what is touched is resident, and it is
 		 * dropped again as the parse and the encoder move on. */
-		struct ipk_memimg *m = map_fd(fd, (size_t)st.st_size, 0, name, err);
+		struct ipk_memimg *m = map_fd(fd, (size_t)st.st_size, 0, flags, name, err);
 		if (m || err->code)
 			return m;
 	}
@@ -507,7 +532,7 @@ struct ipk_memimg *ipk_memimg_from_fd(int fd, const char *name, struct ipk_err *
 		ipk_err_set(err, IPK_EXIT_OSERR, "read image '%s': %s", name, strerror(errno));
 		return NULL;
 	}
-	struct ipk_memimg *m = ipk_memimg_spool(in, 0, name, err);
+	struct ipk_memimg *m = spool(in, 0, flags, name, err);
 	fclose(in);
 	return m;
 }

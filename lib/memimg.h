@@ -105,6 +105,20 @@ struct ipk_memimg;
  * malformed or unsupported QEMU/libvirt image, IPK_EXIT_OSERR on no memory. */
 struct ipk_memimg *ipk_memimg_from_fd(int fd, const char *name, struct ipk_err *err);
 
+/* Options of ipk_memimg_from_fd_flags. IPK_MI_NOHASH: do not compute the
+ * pages' XXH3-64 (items' and pages' hash fields then only mark all-zero
+ * pages: the XXH3-64 of a zero page there, 0 elsewhere); the image's
+ * XXH3-128 identity is computed as always. For users that compare pages
+ * byte by byte (the zstd delta codec, apply). */
+#define IPK_MI_NOHASH 1
+
+/* ipk_memimg_from_fd with flags (IPK_MI_*); same returns. */
+struct ipk_memimg *ipk_memimg_from_fd_flags(int fd, const char *name, int flags, struct ipk_err *err);
+
+/* 1 when the image's page hashes are XXH3-64 of their content, 0 when it
+ * was built with IPK_MI_NOHASH. */
+int ipk_memimg_page_hashes(const struct ipk_memimg *m);
+
 /* Same as ipk_memimg_from_fd on a path ("-" is stdin); a missing file is
  * IPK_EXIT_NOINPUT. */
 struct ipk_memimg *ipk_memimg_open(const char *path, struct ipk_err *err);
@@ -137,7 +151,6 @@ void ipk_memimg_free(struct ipk_memimg *m);
  * are read again from the file when touched; the content does not change).
  * No effect on images held in memory. Safe while other threads read it. */
 void ipk_memimg_trim(const struct ipk_memimg *m);
-
 
 /* Accessors; the pointers stay valid until ipk_memimg_free. */
 int ipk_memimg_kind(const struct ipk_memimg *m);

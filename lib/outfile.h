@@ -6,8 +6,11 @@
  * terminal; no all-or-nothing guarantee), and a path that exists and is not a
  * regular file (a device, a FIFO) is written in place.
  *
+ * Output goes through a 1 MiB buffer. "-" gets a stream of its own on a
+ * duplicate of descriptor 1 (stdout is flushed first).
+ *
  * Ownership: the struct lives with the caller; path is borrowed until commit
- * or abort, which release everything else (stdout is flushed, not closed).
+ * or abort, which release everything else (descriptor 1 stays open).
  */
 #ifndef IPK_OUTFILE_H
 #define IPK_OUTFILE_H
@@ -20,7 +23,8 @@ struct ipk_outfile {
 	const char *path;
 	char *tmp;  /* temporary file, or NULL */
 	FILE *f;    /* write here */
-	int direct; /* a device or FIFO opened in place */
+	int direct; /* a device or FIFO opened in place, or a duplicate of standard output */
+	char *buf;  /* o->f's 1 MiB buffer (malloc'd), or NULL */
 };
 
 /* Returns 0 with o->f ready, or -1 with err set (IPK_EXIT_USAGE for a

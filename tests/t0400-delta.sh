@@ -35,6 +35,18 @@ check_grep "apply emits a delta record" '"mode":"apply"' "$TMP/.out"
 check "applied B is identical" cmp "$TMP/b" "$TMP/b2"
 sz_ab=$(stat -c %s "$TMP/ab") sz_b=$(stat -c %s "$TMP/b")
 [ "$sz_ab" -lt $((sz_b / 4)) ] && ok "delta ($sz_ab bytes) far smaller than B ($sz_b)" || fail "delta far smaller than B" "$sz_ab vs $sz_b"
+ip-delta -q --record "$TMP/ab.rec" "$TMP/a" "$TMP/b" -o "$TMP/ab1"
+check_grep "zstd page batches by default" '"pages_zstd":36,"zstd_batches":[1-9]' "$TMP/ab.rec"
+# The LZ4 codec: still written on request, still applied; larger here.
+check "encode A to B with --codec lz4" ip-delta --codec lz4 "$TMP/a" "$TMP/b" -o "$TMP/ab4"
+check_grep "lz4: no zstd batches" '"pages_zstd":0,' "$TMP/.out"
+check "apply the lz4 delta" ip-delta --apply "$TMP/a" "$TMP/ab4" -o "$TMP/b4"
+check "lz4 delta reconstructs B" cmp "$TMP/b" "$TMP/b4"
+sz_ab4=$(stat -c %s "$TMP/ab4")
+[ "$sz_ab" -lt "$sz_ab4" ] && ok "zstd delta ($sz_ab) smaller than the lz4 delta ($sz_ab4)" || fail "zstd delta smaller than lz4" "$sz_ab vs $sz_ab4"
+check "--level 5 delta applies" sh -c 'ip-delta -q --record /dev/null --level 5 "$1/a" "$1/b" -o "$1/ab5" && ip-delta --apply -q --record /dev/null "$1/a" "$1/ab5" -o - | cmp - "$1/b"' sh "$TMP"
+check_exit "unknown codec refused (64)" 64 ip-delta --codec lzma "$TMP/a" "$TMP/b" -o "$TMP/o-none"
+check_exit "level out of range refused (64)" 64 ip-delta --level 30 "$TMP/a" "$TMP/b" -o "$TMP/o-none"
 
 # Pipes: NEW from stdin, delta to stdout, delta from stdin, content to stdout.
 cat "$TMP/c" | ip-delta "$TMP/b" - -j 2 | ip-delta --apply "$TMP/b" - -o - >"$TMP/c2" 2>"$TMP/err"
@@ -62,10 +74,16 @@ open(f"{d}/s2", "wb").write(s[:1000000] + rng.randbytes(10000) + s[1000000:])
 PY
 check "encode a shifted file" ip-delta "$TMP/s1" "$TMP/s2" -o "$TMP/s12"
 check_grep "coded by chunks, most copied" '"cdc_chunks":[0-9][0-9]*,"cdc_copied":[0-9][0-9]*,"cdc_copied_bytes":20[0-9]{5}[,}]' "$TMP/.out"
-check "encode it by pages only (--no-cdc)" ip-delta --no-cdc "$TMP/s1" "$TMP/s2" -o "$TMP/s12p"
+check "encode it by LZ4 pages only (--no-cdc --codec lz4)" ip-delta --no-cdc --codec lz4 "$TMP/s1" "$TMP/s2" -o "$TMP/s12p"
 sz_c=$(stat -c %s "$TMP/s12") sz_p=$(stat -c %s "$TMP/s12p")
-[ "$sz_c" -lt 60000 ] && [ $((sz_c * 10)) -lt "$sz_p" ] && ok "chunk delta ($sz_c bytes) a tenth of the page delta ($sz_p)" ||
+[ "$sz_c" -lt 60000 ] && [ $((sz_c * 10)) -lt "$sz_p" ] && ok "chunk delta ($sz_c bytes) a tenth of the LZ4 page delta ($sz_p)" ||
 	fail "chunk delta small" "$sz_c vs $sz_p bytes"
+# zstd page batches reach the shifted content within a batch's prefix.
+check "encode it by zstd page batches (--no-cdc)" ip-delta --no-cdc "$TMP/s1" "$TMP/s2" -o "$TMP/s12z"
+check "the zstd page delta applies" ip-delta --apply "$TMP/s1" "$TMP/s12z" -o "$TMP/s12z.out"
+cmp -s "$TMP/s12z.out" "$TMP/s2" && ok "zstd page delta of a shifted file: identical" || fail "zstd page delta of a shifted file" "differs"
+sz_z=$(stat -c %s "$TMP/s12z")
+[ "$sz_z" -lt 60000 ] && ok "zstd page delta of a shifted file small ($sz_z bytes)" || fail "zstd page delta of a shifted file small" "$sz_z bytes"
 check "apply the chunk delta" ip-delta --apply "$TMP/s1" "$TMP/s12" -o "$TMP/s2b"
 check "shifted file reconstructed" cmp "$TMP/s2" "$TMP/s2b"
 check "and the other way (a deletion)" ip-delta "$TMP/s2" "$TMP/s1" -o "$TMP/s21"

@@ -1,4 +1,4 @@
-/* ip-delta - LZ4 deltas between memory images, and their application. */
+/* ip-delta - deltas between memory images (zstd page batches or LZ4 pages), and their application. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
@@ -17,17 +17,19 @@
 #include "outfile.h"
 #include "record.h"
 
-enum { OPT_IMAGE = 256, OPT_NO_XOR, OPT_ACCEL, OPT_RECORD, OPT_NO_DICT, OPT_NO_CDC };
+enum { OPT_IMAGE = 256, OPT_NO_XOR, OPT_ACCEL, OPT_RECORD, OPT_NO_DICT, OPT_NO_CDC, OPT_CODEC, OPT_LEVEL };
 
 static const struct ipk_opt opts[] = {
 	{ "output", required_argument, 'o', "FILE", "write the delta (or with --apply the content) to FILE; - is stdout (default)" },
 	{ "apply", no_argument, 'a', NULL, "apply: BASE DELTA... reconstructs the content, deltas applied in order" },
 	{ "image", no_argument, OPT_IMAGE, NULL, "no base: encode NEW as an ipkit image, or with --apply decode an image" },
 	{ "threads", required_argument, 'j', "N", "encoding threads (default: online CPUs)" },
-	{ "no-xor", no_argument, OPT_NO_XOR, NULL, "never code a page as LZ4 of its XOR with the base page" },
-	{ "no-dict", no_argument, OPT_NO_DICT, NULL, "never code a page as LZ4 with the base page as dictionary" },
+	{ "codec", required_argument, OPT_CODEC, "NAME", "zstd (page batches, default with a base) or lz4 (per page, default for --image)" },
+	{ "level", required_argument, OPT_LEVEL, "N", "zstd level, -7 to 9 (default 3)" },
+	{ "no-xor", no_argument, OPT_NO_XOR, NULL, "lz4: never code a page as LZ4 of its XOR with the base page" },
+	{ "no-dict", no_argument, OPT_NO_DICT, NULL, "lz4: never code a page as LZ4 with the base page as dictionary" },
 	{ "no-cdc", no_argument, OPT_NO_CDC, NULL, "plain files: never code by content-defined chunks found in the base" },
-	{ "acceleration", required_argument, OPT_ACCEL, "N", "LZ4 acceleration, 1 (default, smallest) to 65537" },
+	{ "acceleration", required_argument, OPT_ACCEL, "N", "lz4: LZ4 acceleration, 1 (default, smallest) to 65537" },
 	{ "record", required_argument, OPT_RECORD, "FILE", "write the delta record to FILE (default: stdout unless the data goes there)" },
 	{ NULL, 0, 0, NULL, NULL },
 };
@@ -35,7 +37,7 @@ static const struct ipk_opt opts[] = {
 static const struct ipk_prog prog = {
 	.name = "ip-delta",
 	.synopsis = "[OPTION]... BASE NEW | --apply [OPTION]... BASE DELTA... | --image [--apply] [OPTION]... FILE",
-	.summary = "Encode what a memory image has that its base has not as an LZ4 delta, or apply such deltas.",
+	.summary = "Encode what a memory image has that its base has not as a delta (zstd or LZ4), or apply such deltas.",
 	.opts = opts,
 };
 
@@ -81,6 +83,7 @@ static struct ipk_memimg *apply_to_memory(const struct ipk_memimg *base, const c
  * hash their whole input, one core each. */
 struct opener {
 	const char *path;
+	int flags;
 	struct ipk_memimg *m;
 	struct ipk_err err;
 };
@@ -88,19 +91,19 @@ struct opener {
 static void *open_thread(void *arg)
 {
 	struct opener *o = arg;
-	o->m = ipk_image_open(o->path, &o->err);
+	o->m = ipk_image_open_flags(o->path, o->flags, &o->err);
 	return NULL;
 }
 
-static int open_pair(const char *bpath, const char *npath, struct ipk_memimg **base, struct ipk_memimg **cur,
-		     struct ipk_err *err)
+static int open_pair(const char *bpath, const char *npath, int flags, struct ipk_memimg **base,
+		     struct ipk_memimg **cur, struct ipk_err *err)
 {
-	struct opener ob = { .path = bpath };
+	struct opener ob = { .path = bpath, .flags = flags };
 	pthread_t t;
 	int threaded = pthread_create(&t, NULL, open_thread, &ob) == 0;
 	if (!threaded)
 		open_thread(&ob);
-	*cur = ipk_image_open(npath, err);
+	*cur = ipk_image_open_flags(npath, flags, err);
 	if (threaded)
 		pthread_join(t, NULL);
 	*base = ob.m;
@@ -127,7 +130,11 @@ static int emit_record(const char *where, const char *mode, const char *base_id,
 	cJSON_AddNumberToObject(o, "bytes_out", (double)st->bytes_out);
 	if (!strcmp(mode, "encode")) {
 		cJSON_AddNumberToObject(o, "pages", (double)st->pages);
-		cJSON_AddNumberToObject(o, "pages_changed", (double)(st->pages_lz4 + st->pages_xor + st->pages_dict));
+		cJSON_AddNumberToObject(o, "pages_changed",
+					(double)(st->pages_lz4 + st->pages_xor + st->pages_dict + st->pages_zstd));
+		cJSON_AddNumberToObject(o, "pages_zstd", (double)st->pages_zstd);
+		cJSON_AddNumberToObject(o, "zstd_batches", (double)st->zbatches);
+		cJSON_AddNumberToObject(o, "zstd_map_bytes", (double)st->zmap_bytes);
 		cJSON_AddNumberToObject(o, "pages_new", (double)st->pages_new);
 		cJSON_AddNumberToObject(o, "pages_removed", (double)st->pages_removed);
 		cJSON_AddNumberToObject(o, "pages_xor", (double)st->pages_xor);
@@ -191,6 +198,18 @@ static int cmd_delta(int argc, char **argv)
 		case OPT_NO_XOR: dopts.no_xor = 1; break;
 		case OPT_NO_DICT: dopts.no_dict = 1; break;
 		case OPT_NO_CDC: dopts.no_cdc = 1; break;
+		case OPT_CODEC:
+			if (!strcmp(cli.optarg, "zstd"))
+				dopts.codec = IPK_DELTA_CODEC_ZSTD;
+			else if (!strcmp(cli.optarg, "lz4"))
+				dopts.codec = IPK_DELTA_CODEC_LZ4;
+			else
+				bad = ipk_cli_usage_error(&cli, "bad codec '%s': zstd or lz4", cli.optarg);
+			break;
+		case OPT_LEVEL:
+			bad = ipk_parse_long(&cli, "level", cli.optarg, -7, 9, &lv);
+			dopts.zlevel = (int)lv;
+			break;
 		case OPT_RECORD: record = cli.optarg; break;
 		case 'j':
 			bad = ipk_parse_long(&cli, "threads", cli.optarg, 1, 64, &lv);
@@ -234,8 +253,10 @@ static int cmd_delta(int argc, char **argv)
 	char base_id[33] = "", new_id[33] = "";
 
 	if (!apply) {
-		/* Encode NEW (ops[last]) against BASE, or as an image. */
-		if (image ? !(cur = ipk_image_open(ops[0], &err)) : open_pair(ops[0], ops[1], &base, &cur, &err) < 0)
+		/* Encode NEW (ops[last]) against BASE, or as an image. The
+		 * zstd codec compares pages byte by byte: no page hashes. */
+		int zflags = dopts.codec != IPK_DELTA_CODEC_LZ4 ? IPK_MI_NOHASH : 0;
+		if (image ? !(cur = ipk_image_open(ops[0], &err)) : open_pair(ops[0], ops[1], zflags, &base, &cur, &err) < 0)
 			goto fail;
 		double t_read = ipk_mono() - t0;
 		ipk_info(&cli, "read %s in %.3f s", ops[nops - 1], t_read);
@@ -255,7 +276,9 @@ static int cmd_delta(int argc, char **argv)
 	 * memory, the last into OUT through a temporary file. */
 	int first = 0;
 	if (!image) {
-		if (!(base = ipk_image_open(ops[0], &err)))
+		/* Apply never needs the base's page hashes: it checks the
+		 * base's identity and the pages it decodes. */
+		if (!(base = ipk_image_open_flags(ops[0], IPK_MI_NOHASH, &err)))
 			goto fail;
 		hexid(base, base_id);
 		first = 1;
@@ -274,15 +297,17 @@ static int cmd_delta(int argc, char **argv)
 			    ops[nops - 1], strerror(errno));
 		goto fail;
 	}
-	int rc;
-	if (strcmp(output, "-"))
-		rc = ipk_delta_apply_to_path(base, in, ops[nops - 1], output, &st, &err);
-	else if (isatty(1))
-		rc = ipk_err_set(&err, IPK_EXIT_USAGE, "write binary data to a terminal: refused (use -o FILE or a pipe)");
-	else
-		rc = ipk_delta_apply(base, in, ops[nops - 1], stdout, &st, &err);
+	/* A large input buffer: records are small (glibc ignores setvbuf's
+	 * size without a buffer given). The output (outfile.h) has one too. */
+	char *inbuf = in != stdin ? malloc(1 << 20) : NULL;
+	if (inbuf)
+		setvbuf(in, inbuf, _IOFBF, 1 << 20);
+	int rc = ipk_outfile_open(&out, output, &err);
+	if (rc == 0 && (rc = ipk_delta_apply(base, in, ops[nops - 1], out.f, &st, &err)) == 0)
+		rc = ipk_outfile_commit(&out, &err);
 	if (in != stdin)
 		fclose(in);
+	free(inbuf);
 	if (rc < 0)
 		goto fail;
 	if (record) {

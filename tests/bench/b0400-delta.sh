@@ -11,8 +11,12 @@
 # IPKIT_BENCH_NEW set, that pair is used instead; IPKIT_BENCH_SYNTHETIC=1
 # uses a synthetic pair of IPKIT_BENCH_MB MiB (default 256).
 #
-# Per pair: ip-delta encode (1 and 2 threads) and apply (to stdout and to a
-# file, synced) against `zstd -1 --long=31 --patch-from` and `xdelta3 -e -s`:
+# IPKIT_BENCH_KEEP=DIR keeps the lab pairs made in this run in DIR (as
+# idle-a.save idle-b.save busy-a.save busy-b.save) for IPKIT_BENCH_BASE/NEW.
+#
+# Per pair: ip-delta encode (1 and 2 threads, default codec and level) and
+# apply (to stdout and to a file, synced), and once the encode at --level 5,
+# against `zstd -1 --long=31 --patch-from` and `xdelta3 -e -s`:
 # wall seconds (best of IPKIT_BENCH_RUNS, default 3; xdelta3 once), CPU
 # seconds, bytes, peak RSS (GNU time); every output is checked against NEW.
 # One JSON line {"bench":"delta",...} per pair and a table with each figure,
@@ -68,6 +72,13 @@ bench_pair() {
 	"$bin/ip-delta" -q --record "$d.rec" "$base" "$new" -o "$d.ip"
 	read -r ips_t ips_m ips_c < <(measure "$bin/ip-delta" --apply -q "$base" "$d.ip" -o -)
 	read -r ipa_t ipa_m ipa_c < <(measure "$bin/ip-delta" --apply -q --record /dev/null "$base" "$d.ip" -o "$d.out")
+	local keep5=$runs
+	runs=1
+	read -r ip5_t ip5_m ip5_c < <(measure "$bin/ip-delta" -j 2 -q --level 5 --record /dev/null "$base" "$new" -o "$d.ip5")
+	runs=$keep5
+	local ip5_s; ip5_s=$(size "$d.ip5")
+	"$bin/ip-delta" --apply -q --record /dev/null "$base" "$d.ip5" -o - | cmp -s - "$new" || echo "b0400 $name: --level 5 delta does not apply to NEW" >&2
+	rm -f "$d.ip5"
 	cmp -s "$d.ip1" "$d.ip" || echo "b0400 $name: 1- and 2-thread deltas differ" >&2
 	cmp -s "$d.out" "$new" || { echo "bench b0400-$name: ip-delta output differs from NEW"; exit 1; }
 	rm -f "$d.out" "$d.ip1"
@@ -82,14 +93,16 @@ bench_pair() {
 	runs=$keep
 	cmp -s "$d.out" "$new" || echo "b0400 $name: xdelta3 output differs" >&2
 	rm -f "$d.out"
-	local ip_s z_s x_s l1 pages dict xor
+	local ip_s z_s x_s l1 pages dict xor zst
 	ip_s=$(size "$d.ip") z_s=$(size "$d.z") x_s=$(size "$d.x") l1=$(load)
 	pages=$(grep -o '"pages_changed":[0-9]*' "$d.rec" | cut -d: -f2)
 	dict=$(grep -o '"pages_dict":[0-9]*' "$d.rec" | cut -d: -f2)
 	xor=$(grep -o '"pages_xor":[0-9]*' "$d.rec" | cut -d: -f2)
-	printf '{"bench":"delta","pair":"%s","mb":%d,"load":[%s,%s],"pages_changed":%s,"pages_dict":%s,"pages_xor":%s,"ip_encode_s_1t":%s,"ip_encode_s_2t":%s,"ip_encode_cpu_1t":%s,"ip_encode_cpu_2t":%s,"ip_apply_s":%s,"ip_apply_file_s":%s,"ip_bytes":%d,"ip_rss_kib":%d,"ip_apply_rss_kib":%d,"zstd_encode_s":%s,"zstd_decode_s":%s,"zstd_bytes":%d,"zstd_rss_kib":%d,"zstd_decode_rss_kib":%d,"xdelta3_encode_s":%s,"xdelta3_decode_s":%s,"xdelta3_bytes":%d,"xdelta3_rss_kib":%d,"speedup_2t":%s,"encode_vs_zstd":%s,"encode_vs_xdelta3":%s,"apply_vs_zstd":%s,"size_vs_zstd":%s,"size_vs_xdelta3":%s,"rss_vs_zstd":%s}\n' \
-		"$name" "$mb" "$l0" "$l1" "${pages:-null}" "${dict:-null}" "${xor:-null}" "$ip1_t" "$ip2_t" "$ip1_c" "$ip2_c" "$ips_t" "$ipa_t" "$ip_s" "$ip2_m" "$ips_m" "$zs_t" "$zd_t" "$z_s" "$zs_m" "$zd_m" "$xs_t" "$xd_t" "$x_s" "$xs_m" \
-		"$(r "$ip1_t" "$ip2_t")" "$(r "$zs_t" "$ip2_t")" "$(r "$xs_t" "$ip2_t")" "$(r "$zd_t" "$ips_t")" "$(r "$ip_s" "$z_s")" "$(r "$ip_s" "$x_s")" "$(r "$ip2_m" "$zs_m")"
+	zst=$(grep -o '"pages_zstd":[0-9]*' "$d.rec" | cut -d: -f2)
+	printf '{"bench":"delta","pair":"%s","mb":%d,"load":[%s,%s],"pages_changed":%s,"pages_dict":%s,"pages_xor":%s,"pages_zstd":%s,"ip_encode_s_1t":%s,"ip_encode_s_2t":%s,"ip_encode_cpu_1t":%s,"ip_encode_cpu_2t":%s,"ip_apply_s":%s,"ip_apply_file_s":%s,"ip_bytes":%d,"ip_rss_kib":%d,"ip_apply_rss_kib":%d,"zstd_encode_s":%s,"zstd_decode_s":%s,"zstd_bytes":%d,"zstd_rss_kib":%d,"zstd_decode_rss_kib":%d,"xdelta3_encode_s":%s,"xdelta3_decode_s":%s,"xdelta3_bytes":%d,"xdelta3_rss_kib":%d,"speedup_2t":%s,"encode_vs_zstd":%s,"encode_vs_xdelta3":%s,"apply_vs_zstd":%s,"size_vs_zstd":%s,"size_vs_xdelta3":%s,"rss_vs_zstd":%s,"ip_l5_encode_s":%s,"ip_l5_bytes":%d,"ip_l5_size_vs_zstd":%s,"ip_l5_encode_vs_zstd":%s}\n' \
+		"$name" "$mb" "$l0" "$l1" "${pages:-null}" "${dict:-null}" "${xor:-null}" "${zst:-null}" "$ip1_t" "$ip2_t" "$ip1_c" "$ip2_c" "$ips_t" "$ipa_t" "$ip_s" "$ip2_m" "$ips_m" "$zs_t" "$zd_t" "$z_s" "$zs_m" "$zd_m" "$xs_t" "$xd_t" "$x_s" "$xs_m" \
+		"$(r "$ip1_t" "$ip2_t")" "$(r "$zs_t" "$ip2_t")" "$(r "$xs_t" "$ip2_t")" "$(r "$zd_t" "$ips_t")" "$(r "$ip_s" "$z_s")" "$(r "$ip_s" "$x_s")" "$(r "$ip2_m" "$zs_m")" \
+		"$ip5_t" "$ip5_s" "$(r "$ip5_s" "$z_s")" "$(r "$zs_t" "$ip5_t")"
 	local f='%-34s %12s %12s %12s %8s  %s\n'
 	printf "$f" "$name pair, NEW $mb MiB" "ip-delta" "peer" "ratio" "goal" "peer"
 	printf "$f" "encode s (2 threads)" "$ip2_t" "$zs_t" "$(r "$zs_t" "$ip2_t")x" ">=10x" "zstd -1 --long=31 --patch-from"
@@ -97,11 +110,13 @@ bench_pair() {
 	printf "$f" "encode s (1 thread), CPU s" "$ip1_t" "$ip1_c" "" "" "(2 threads: $ip2_c CPU s, speed-up $(r "$ip1_t" "$ip2_t"))"
 	printf "$f" "bytes" "$ip_s" "$z_s" "$(r "$ip_s" "$z_s")x" "<=1.25x" "zstd"
 	printf "$f" "bytes" "$ip_s" "$x_s" "$(r "$ip_s" "$x_s")x" "" "xdelta3"
+	printf "$f" "--level 5: encode s (2 threads)" "$ip5_t" "$zs_t" "$(r "$zs_t" "$ip5_t")x" ">=10x" "zstd (one run of ip-delta --level 5)"
+	printf "$f" "--level 5: bytes" "$ip5_s" "$z_s" "$(r "$ip5_s" "$z_s")x" "<=1.25x" "zstd"
 	printf "$f" "apply s (to stdout)" "$ips_t" "$zd_t" "$(r "$zd_t" "$ips_t")x" ">=5x" "zstd -d --patch-from (to stdout)"
 	printf "$f" "apply s (to a file, synced)" "$ipa_t" "$xd_t" "$(r "$xd_t" "$ipa_t")x" "" "xdelta3 -d (to a file)"
 	printf "$f" "encode peak RSS KiB" "$ip2_m" "$zs_m" "$(r "$ip2_m" "$zs_m")x" "<=0.25x" "zstd"
 	printf "$f" "apply peak RSS KiB" "$ips_m" "$zd_m" "$(r "$ips_m" "$zd_m")x" "" "zstd -d"
-	printf "$f" "changed pages, of which dict / XOR" "${pages:-?}" "" "" "" "${dict:-?} / ${xor:-?} (load $l0 -> $l1)"
+	printf "$f" "changed pages, zstd / LZ4 dict / XOR" "${pages:-?}" "" "" "" "${zst:-?} / ${dict:-?} / ${xor:-?} (load $l0 -> $l1)"
 	rm -f "$d.ip" "$d.z" "$d.x"
 }
 
@@ -190,7 +205,11 @@ done
 "$G" undefine "$U" bbusy >/dev/null 2>&1
 for n in idle busy; do
 	bench_pair "$n" "$tmp/$n-a.save" "$tmp/$n-b.save"
-	rm -f "$tmp/$n-a.save" "$tmp/$n-b.save"
+	if [ -n "${IPKIT_BENCH_KEEP:-}" ] && mkdir -p "$IPKIT_BENCH_KEEP"; then
+		mv "$tmp/$n-a.save" "$tmp/$n-b.save" "$IPKIT_BENCH_KEEP/"
+	else
+		rm -f "$tmp/$n-a.save" "$tmp/$n-b.save"
+	fi
 done
 
 # ---- capture: ip-snapshot --live against virsh --live + lz4 -1 --------------

@@ -12,7 +12,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 IPKIT_SEED_DIR=$tmp "$top/build/san/unit/test-delta" >/dev/null
 mkdir -p "$dir/corpus-fuzz-delta" "$dir/corpus-fuzz-qemusave"
-for f in plain-delta small-image meta-image fuzz-base-delta fuzz-base-dict fuzz-base-range dict-delta cdc-delta \
+for f in plain-delta plain-zdelta small-image meta-image fuzz-base-delta fuzz-base-zstd fuzz-base-dict fuzz-base-range dict-delta \
+	zstd-delta cdc-delta \
 	qemu-delta libvirt-delta; do
 	cp "$tmp/$f" "$dir/corpus-fuzz-delta/$f"
 done
