@@ -1,7 +1,12 @@
 /* migrate.c - the migration state machine, both sides (see migrate.h). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +21,7 @@
 #include "delta.h"
 #include "image.h"
 #include "migrate.h"
+#include "qemusave.h"
 #include "verify.h"
 
 static const char *const phase_names[IPK_MIG_NPHASES] = {
@@ -72,6 +78,8 @@ static cJSON *msg_new(const char *op)
 	return j;
 }
 
+static cJSON *await_reply(struct ipk_transport *t, const char *want, struct ipk_err *err);
+
 /* Send j (consumed) and wait for the answer {"op": want}; returns the
  * answer (caller frees) or NULL with err. */
 static cJSON *request(struct ipk_transport *t, cJSON *j, const char *want, struct ipk_err *err)
@@ -84,6 +92,13 @@ static cJSON *request(struct ipk_transport *t, cJSON *j, const char *want, struc
 	cJSON_Delete(j);
 	if (rc < 0)
 		return NULL;
+	return await_reply(t, want, err);
+}
+
+/* Receive the answer {"op": want}; returns it (caller frees) or NULL with
+ * err. */
+static cJSON *await_reply(struct ipk_transport *t, const char *want, struct ipk_err *err)
+{
 	cJSON *a = ipk_transport_recv_json(t, IPK_FR_JSON, err);
 	if (!a)
 		return NULL;
@@ -129,12 +144,22 @@ struct run {
 	int captured;     /* A's final image exists; the guest is off on A */
 	int restore_sent; /* B may run the guest */
 	int native_done;  /* engine libvirt: the guest moved to B */
+	int stream_ok;    /* the receiver can restore while it applies the delta */
+	int reply_pending; /* a streamed restore was sent; its answer is still due */
+	int cap_running;  /* the capture call still runs in cap_th (QEMU exiting on A) */
+	pthread_t cap_th;
+	int cap_rc;
+	struct ipk_err cap_err;
+	struct ipk_memimg *base_img; /* the base, opened before the capture (streamed delta) */
+	int b_defined;    /* engine libvirt: the domain was defined on B before */
 	double t_stop;    /* guest stopped on A */
 	double phase_t0;
 	char name[300];   /* image name on B */
 	char base[4096];  /* A's pre-copied base, when B holds it too */
 	char base_name[300];
 };
+
+static int capture_wait(struct run *r, struct ipk_err *err);
 
 static int enter(struct run *r, int phase, struct ipk_err *err)
 {
@@ -196,6 +221,146 @@ static int send_state(struct run *r, struct ipk_err *err)
 	return rc;
 }
 
+/* Streamed cut-over: ask B to restore from a delta that follows as DATA
+ * frames, and encode it straight into the transport (an encoder thread
+ * writes into a pipe that this thread sends from). B applies it as it
+ * arrives into the FIFO its libvirt restores from. Not resumable: a retry
+ * after a failure captures a new image anyway. On success the answer
+ * ("restored") is still due (r->reply_pending). */
+struct encoder_job {
+	const struct ipk_memimg *base, *nw;
+	FILE *out;
+	int rc;
+	double seconds;
+	struct ipk_err err;
+};
+
+static void *encoder_run(void *arg)
+{
+	struct encoder_job *e = arg;
+	double t0 = ipk_mono();
+	sigset_t ss, old;
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &ss, &old); /* a closed pipe fails the write (EPIPE) */
+	/* LZ4: the fastest to encode and to apply; the guest is down meanwhile */
+	struct ipk_delta_opts dop = { .threads = 2, .codec = IPK_DELTA_CODEC_LZ4 };
+	struct ipk_delta_stats ds;
+	e->rc = ipk_delta_encode(e->base, e->nw, e->out, &dop, &ds, &e->err);
+	if (fclose(e->out) != 0 && e->rc == 0)
+		e->rc = ipk_err_set(&e->err, IPK_EXIT_IOERR, "encode the delta into the stream: %s", strerror(errno));
+	e->seconds = ipk_mono() - t0;
+	struct timespec zero = { 0, 0 };
+	sigset_t pend;
+	if (sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE))
+		sigtimedwait(&ss, NULL, &zero);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return NULL;
+}
+
+static int send_stream(struct run *r, struct ipk_err *err)
+{
+	struct ipk_migrate_result *res = r->res;
+	struct stat sb;
+	res->image_bytes = stat(res->image, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+	struct encoder_job e = { .base = r->base_img };
+	struct ipk_memimg *nw = ipk_image_open(res->image, err);
+	if (!nw)
+		return -1;
+	e.nw = nw;
+	int pp[2], rc = -1;
+	uint8_t *buf = malloc((1 << 20) + (64 << 10));
+	if (!buf || pipe2(pp, O_CLOEXEC) < 0) {
+		free(buf);
+		ipk_memimg_free(nw);
+		return ipk_err_set(err, IPK_EXIT_OSERR, "pipe for the delta: %s", strerror(errno));
+	}
+	if (!(e.out = fdopen(pp[1], "wb"))) {
+		close(pp[0]);
+		close(pp[1]);
+		free(buf);
+		ipk_memimg_free(nw);
+		return ipk_err_set(err, IPK_EXIT_OSERR, "pipe for the delta: %s", strerror(errno));
+	}
+	setvbuf(e.out, NULL, _IOFBF, 1 << 20);
+	cJSON *j = msg_new("restore");
+	if (j) {
+		snprintf(r->name, sizeof(r->name), "%s.delta", r->o->domain);
+		cJSON_AddStringToObject(j, "name", r->name);
+		cJSON_AddBoolToObject(j, "stream", 1);
+	}
+	r->restore_sent = 1;
+	int jrc = j ? ipk_transport_send_json(r->t, IPK_FR_JSON, j, err)
+		    : ipk_err_set(err, IPK_EXIT_OSERR, "out of memory");
+	cJSON_Delete(j);
+	pthread_t th;
+	int started = 0;
+	if (jrc == 0) {
+		int te = pthread_create(&th, NULL, encoder_run, &e);
+		started = te == 0;
+		if (!started)
+			ipk_err_set(err, IPK_EXIT_OSERR, "start the encoder: %s", strerror(te));
+	}
+	if (!started) {
+		fclose(e.out);
+		close(pp[0]);
+		free(buf);
+		ipk_memimg_free(nw);
+		return -1;
+	}
+	/* The last HOLD bytes (the delta's end, with the end of QEMU's stream,
+	 * without which B's guest cannot start) are sent only once the capture
+	 * call on A has succeeded: never two running copies. */
+	enum { CHUNK = 1 << 20, HOLD = 64 << 10 };
+	size_t have = 0;
+	int srcfail = 0, capfail = 0;
+	for (;;) {
+		ssize_t n = read(pp[0], buf + have, CHUNK + HOLD - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+		res->delta_bytes += (uint64_t)n;
+		if (have < CHUNK + HOLD)
+			continue;
+		if (ipk_transport_send(r->t, IPK_FR_DATA, buf, CHUNK, err) < 0) {
+			srcfail = 1;
+			break;
+		}
+		memmove(buf, buf + CHUNK, have - CHUNK);
+		have -= CHUNK;
+	}
+	close(pp[0]); /* the encoder, if still writing, fails (EPIPE) and ends */
+	pthread_join(th, NULL);
+	res->t_delta = e.seconds;
+	if (!srcfail && e.rc == 0 && capture_wait(r, err) < 0)
+		capfail = 1;
+	if (!srcfail && e.rc == 0 && !capfail && have && ipk_transport_send(r->t, IPK_FR_DATA, buf, have, err) < 0)
+		srcfail = 1;
+	if (srcfail) {
+		rc = -1;
+	} else if (capfail) {
+		ipk_transport_send_error(r->t, err);
+		r->reply_pending = 1;
+		rc = -1;
+	} else if (e.rc < 0) {
+		*err = e.err;
+		ipk_transport_send_error(r->t, err);
+		r->reply_pending = 1; /* B answers the broken stream with an error */
+		rc = -1;
+	} else {
+		cJSON *d = cJSON_CreateObject();
+		rc = d ? ipk_transport_send_json(r->t, IPK_FR_DONE, d, err) : ipk_err_set(err, IPK_EXIT_OSERR, "out of memory");
+		cJSON_Delete(d);
+		if (rc == 0)
+			r->reply_pending = 1;
+	}
+	free(buf);
+	ipk_memimg_free(nw);
+	return rc;
+}
+
 static int apply_state(struct run *r, struct ipk_err *err)
 {
 	cJSON *j = msg_new("apply");
@@ -209,6 +374,8 @@ static int apply_state(struct run *r, struct ipk_err *err)
 		}
 	}
 	cJSON *a = request_slow(r->t, j, "applied", slow_step(r->o), err);
+	if (a)
+		r->res->target_apply = cJSON_GetNumberValue(cJSON_GetObjectItem(a, "seconds"));
 	cJSON_Delete(a);
 	return a ? 0 : -1;
 }
@@ -237,24 +404,127 @@ static int target_active(const struct ipk_migrate_opts *o, int destroy)
 	return rc;
 }
 
+/* The host part of a URI ("qemu+tcp://HOST/system" -> "HOST"); "" when it
+ * names none. */
+static void uri_host(const char *u, char *out, size_t n)
+{
+	out[0] = 0;
+	const char *h = u ? strstr(u, "://") : NULL;
+	if (!h)
+		return;
+	h += 3;
+	const char *at = strchr(h, '@'), *end = h + strcspn(h, "/?");
+	if (at && at < end)
+		h = at + 1;
+	size_t l = (size_t)(end - h);
+	if (*h == '[') {
+		const char *rb = memchr(h, ']', l);
+		l = rb ? (size_t)(rb - h) + 1 : l;
+	} else {
+		const char *colon = memchr(h, ':', l);
+		if (colon)
+			l = (size_t)(colon - h);
+	}
+	if (l < n) {
+		memcpy(out, h, l);
+		out[l] = 0;
+	}
+}
+
+/* Engine libvirt, verification failed on B after libvirt moved the guest:
+ * live-migrate it back (B's libvirtd connects to A's URI, the data goes to
+ * A's host), undefining it on B when it was not defined there before.
+ * Returns 0 when it runs on A again, -1 with why filled. */
+static int native_back(struct run *r, char *why, size_t n)
+{
+	const struct ipk_migrate_opts *o = r->o;
+	char host[256];
+	uri_host(o->source_uri, host, sizeof(host));
+	if (!host[0]) {
+		snprintf(why, n, "the source URI '%s' names no host the target can reach", o->source_uri ? o->source_uri : "(default)");
+		return -1;
+	}
+	struct ipk_err e = { 0 };
+	virConnectPtr b = lv_open(o->target_uri, &e);
+	if (!b) {
+		snprintf(why, n, "%.300s", e.msg);
+		return -1;
+	}
+	int rc = -1;
+	virDomainPtr d = virDomainLookupByName(b, o->domain);
+	if (!d) {
+		snprintf(why, n, "find '%s' on the target: %s", o->domain, lv_errtext());
+		goto out;
+	}
+	virTypedParameterPtr params = NULL;
+	int np = 0, maxp = 0;
+	char duri[300];
+	snprintf(duri, sizeof(duri), "tcp://%s", host);
+	virTypedParamsAddString(&params, &np, &maxp, VIR_MIGRATE_PARAM_URI, duri);
+	unsigned long flags = VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST;
+	if (!r->b_defined)
+		flags |= VIR_MIGRATE_UNDEFINE_SOURCE;
+	if (virDomainMigrateToURI3(d, o->source_uri, params, (unsigned)np, flags) < 0)
+		snprintf(why, n, "migrate '%s' back to '%s' (libvirt): %s", o->domain, o->source_uri, lv_errtext());
+	else if (r->dom && dom_state(r->dom) == VIR_DOMAIN_RUNNING)
+		rc = 0;
+	else
+		snprintf(why, n, "'%s' does not run on the source after migrating back", o->domain);
+	virTypedParamsFree(params, np);
+	virDomainFree(d);
+out:
+	virConnectClose(b);
+	return rc;
+}
+
+/* Is the domain defined on B (asked through B's URI)? 1 yes or cannot
+ * tell (then nothing is undefined there), 0 no. */
+static int target_defined(const struct ipk_migrate_opts *o)
+{
+	struct ipk_err e = { 0 };
+	virConnectPtr c = lv_open(o->target_uri, &e);
+	if (!c)
+		return 1;
+	virDomainPtr d = virDomainLookupByName(c, o->domain);
+	int rc = d ? 1 : virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? 0 : 1;
+	if (d)
+		virDomainFree(d);
+	virResetLastError();
+	virConnectClose(c);
+	return rc;
+}
+
 static void rollback(struct run *r, struct ipk_err *err)
 {
 	struct ipk_migrate_result *res = r->res;
 	struct ipk_err ign = { 0 };
 	int failed_phase = res->phase;
+	if (r->cap_running && capture_wait(r, &ign) < 0) {
+		/* the capture call failed after its image was complete: libvirt
+		 * left the guest on A as it could (running, paused or off) */
+		r->captured = r->dom && dom_state(r->dom) == VIR_DOMAIN_SHUTOFF;
+	}
 	enter(r, IPK_MIG_ROLLBACK, &ign);
 	res->phase = failed_phase;
 	if (r->o->engine == IPK_ENGINE_LIBVIRT) {
 		if (r->native_done) {
 			/* libvirt moved the state: the source holds none any more, so
-			 * the copy on the target, unverified, is the only one */
+			 * the way back is the same kind of migration, B -> A */
+			char why[400] = "";
+			double t0 = ipk_mono();
+			if (native_back(r, why, sizeof(why)) == 0) {
+				res->rolled_back = 1;
+				snprintf(res->where, sizeof(res->where), "source");
+				res->seconds[IPK_MIG_ROLLBACK] = ipk_mono() - t0;
+				return;
+			}
 			res->rollback_failed = 1;
 			snprintf(res->where, sizeof(res->where), "target");
 			char m[sizeof(err->msg)];
 			snprintf(m, sizeof(m),
-				 "%.600s; not rolled back: after libvirt's migration only the target holds the guest's state, "
-				 "it stays there unverified",
-				 err->msg);
+				 "%.500s; not rolled back: migrating it back failed (%.300s); only the target holds the guest's "
+				 "state, it stays there unverified",
+				 err->msg, why);
 			snprintf(err->msg, sizeof(err->msg), "%s", m);
 			err->code = IPK_EXIT_SOFTWARE;
 			return;
@@ -274,6 +544,15 @@ static void rollback(struct run *r, struct ipk_err *err)
 	}
 	/* 1. B: destroy what it restored, remove its files. */
 	int b_clean = 1;
+	if (r->reply_pending && r->t && !ipk_transport_broken(r->t)) {
+		/* the streamed restore's answer comes first */
+		struct ipk_err e = { 0 };
+		double old = ipk_transport_timeout(r->t);
+		ipk_transport_set_timeout(r->t, slow_step(r->o));
+		cJSON_Delete(ipk_transport_recv_json(r->t, IPK_FR_JSON, &e));
+		ipk_transport_set_timeout(r->t, old);
+		r->reply_pending = 0;
+	}
 	if (r->opened && r->t && !ipk_transport_broken(r->t)) {
 		struct ipk_err e = { 0 };
 		cJSON *a = request(r->t, msg_new("abort"), "aborted", &e);
@@ -323,6 +602,38 @@ static void rollback(struct run *r, struct ipk_err *err)
 	res->seconds[IPK_MIG_ROLLBACK] = ipk_mono() - t0;
 }
 
+/* Watch a domain from a second connection during a live capture and note
+ * when it stops running: libvirt pauses it for the snapshot's last pass,
+ * and with HALT then stops it and waits for QEMU to exit before the call
+ * returns, so "end of the call minus the pause the job reports" would miss
+ * the time after the pause. Polled every 10 ms. */
+struct stopwatch {
+	const char *uri, *domain;
+	atomic_int done;
+	double t_stop; /* 0: not seen */
+};
+
+static void *stopwatch_run(void *arg)
+{
+	struct stopwatch *w = arg;
+	struct ipk_err e = { 0 };
+	virConnectPtr c = lv_open(w->uri, &e);
+	virDomainPtr d = c ? virDomainLookupByName(c, w->domain) : NULL;
+	while (d && !atomic_load(&w->done)) {
+		int st = dom_state(d);
+		if (st >= 0 && st != VIR_DOMAIN_RUNNING) {
+			w->t_stop = ipk_mono();
+			break;
+		}
+		poll(NULL, 0, 10);
+	}
+	if (d)
+		virDomainFree(d);
+	if (c)
+		virConnectClose(c);
+	return NULL;
+}
+
 /* The final image. Save: the guest pauses, its memory is written, it stops.
  * Live: an external memory snapshot written while the guest runs, which
  * pauses it only at the end and then halts it (SNAPSHOT_CREATE_HALT): the
@@ -344,11 +655,18 @@ static int capture_final(struct run *r, struct ipk_err *err)
 	snprintf(xml, sizeof(xml),
 		 "<domainsnapshot><name>ipkit-final-%ld</name><memory snapshot='external' file='%.4096s'/></domainsnapshot>",
 		 (long)ipk_now(), res->image);
+	struct stopwatch w = { .uri = o->source_uri, .domain = o->domain };
+	pthread_t th;
+	int watching = pthread_create(&th, NULL, stopwatch_run, &w) == 0;
 	double t0 = ipk_mono();
 	virDomainSnapshotPtr sn = virDomainSnapshotCreateXML(
 		r->dom, xml,
 		VIR_DOMAIN_SNAPSHOT_CREATE_LIVE | VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA | VIR_DOMAIN_SNAPSHOT_CREATE_HALT);
 	double t1 = ipk_mono();
+	if (watching) {
+		atomic_store(&w.done, 1);
+		pthread_join(th, NULL);
+	}
 	if (!sn)
 		return ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "capture '%s' live to '%s': %s", o->domain, res->image,
 				   lv_errtext());
@@ -365,13 +683,92 @@ static int capture_final(struct run *r, struct ipk_err *err)
 		virTypedParamsFree(st, n);
 	}
 	virResetLastError();
+	/* the earlier of the two: downtime is never under-counted */
+	if (w.t_stop > 0 && w.t_stop < r->t_stop)
+		r->t_stop = w.t_stop;
+	res->capture_stopped = t1 - r->t_stop;
 	return 0;
+}
+
+/* The capture in a thread, so that the transfer can start as soon as the
+ * image is complete: libvirt marks a save image complete by rewriting its
+ * magic from "LibvirtQemudPart" to "LibvirtQemudSave" as the last step of
+ * writing it, and only then stops QEMU on A (with HALT, or after a save)
+ * and waits for it to exit, which here takes seconds. */
+static void *capture_run(void *arg)
+{
+	struct run *r = arg;
+	r->cap_rc = capture_final(r, &r->cap_err);
+	return NULL;
+}
+
+static int image_complete(const char *path)
+{
+	char m[16];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = pread(fd, m, sizeof(m), 0);
+	close(fd);
+	return n == (ssize_t)sizeof(m) && !memcmp(m, IPK_LIBVIRT_MAGIC, sizeof(m));
+}
+
+/* Wait for the capture thread (started by capture_start). Returns its
+ * result: 0, or -1 with err. */
+static int capture_wait(struct run *r, struct ipk_err *err)
+{
+	if (!r->cap_running)
+		return 0;
+	pthread_join(r->cap_th, NULL);
+	r->cap_running = 0;
+	if (r->cap_rc < 0) {
+		*err = r->cap_err;
+		return -1;
+	}
+	return 0;
+}
+
+/* Capture; returns 0 once the image is complete (the call itself may still
+ * run: r->cap_running), or -1 with err when it failed. */
+static int capture_start(struct run *r, struct ipk_err *err)
+{
+	if (pthread_create(&r->cap_th, NULL, capture_run, r) != 0)
+		return capture_final(r, err);
+	r->cap_running = 1;
+	for (;;) {
+		/* the thread is done, or the image complete while QEMU exits */
+		struct timespec ts = { 0, 5000000 };
+		nanosleep(&ts, NULL);
+		if (pthread_tryjoin_np(r->cap_th, NULL) == 0) {
+			r->cap_running = 0;
+			if (r->cap_rc < 0) {
+				*err = r->cap_err;
+				return -1;
+			}
+			return 0;
+		}
+		if (image_complete(r->res->image))
+			return 0;
+	}
 }
 
 static int verify_target(struct run *r, const struct ipk_guest_answer *before, struct ipk_err *err)
 {
 	const struct ipk_migrate_opts *o = r->o;
 	struct ipk_migrate_result *res = r->res;
+	if (o->verify_gpu && r->t) {
+		/* the target renders the GPU check and sends its result */
+		cJSON *g = msg_new("gpucheck");
+		if (g)
+			cJSON_AddStringToObject(g, "mode", ipk_gpucheck_mode_name(o->verify_gpu));
+		cJSON *a = request_slow(r->t, g, "gpuchecked", slow_step(o), err);
+		if (!a)
+			return -1;
+		ipk_gpucheck_from_json(cJSON_GetObjectItem(a, "gpu"), &res->gpu);
+		cJSON_Delete(a);
+	}
+	if (ipk_gpucheck_judge(&res->gpu, o->verify_gpu, err) < 0)
+		return -1;
 	if (o->target_sock) {
 		cJSON *j = msg_new("verify");
 		if (j) {
@@ -486,6 +883,7 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 
 	if (o->engine == IPK_ENGINE_LIBVIRT) {
 		res->downtime = NAN; /* unless libvirt reports it */
+		r.b_defined = target_defined(o);
 		if (enter(&r, IPK_MIG_TRANSFER, err) < 0 || native_move(&r, err) < 0)
 			goto fail;
 		if (enter(&r, IPK_MIG_VERIFY, err) < 0)
@@ -550,17 +948,25 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 			snprintf(r.base_name, sizeof(r.base_name), "%s.base", o->domain);
 			cJSON_AddStringToObject(j, "base", r.base_name);
 			cJSON_AddStringToObject(j, "base_hash", basehash);
+			cJSON_AddBoolToObject(j, "stream", !o->no_stream);
 		}
 	}
 	cJSON *a = request(t, j, "ready", err);
 	if (!a)
 		goto fail;
+	r.stream_ok = cJSON_IsTrue(cJSON_GetObjectItem(a, "stream_restore"));
 	if (basehash[0] && cJSON_IsTrue(cJSON_GetObjectItem(a, "have_base"))) {
 		snprintf(r.base, sizeof(r.base), "%s", basepath);
 		snprintf(res->base_id, sizeof(res->base_id), "%s", basehash);
 	}
 	cJSON_Delete(a);
 	r.opened = 1;
+	if (r.base[0] && r.stream_ok && !o->no_stream && !o->precopy) {
+		/* parse the base now, not while the guest is down; without it, the
+		 * delta goes as a file */
+		struct ipk_err e = { 0 };
+		r.base_img = ipk_image_open(r.base, &e);
+	}
 
 	if (o->precopy) {
 		/* a live image; the guest keeps running on A */
@@ -610,7 +1016,9 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 		goto fail;
 	}
 	unlink(res->image);
-	if (capture_final(&r, err) < 0) {
+	/* streamed: the transfer starts while QEMU still exits on A (the
+	 * stream's last bytes wait for the capture call's success) */
+	if ((r.base_img ? capture_start(&r, err) : capture_final(&r, err)) < 0) {
 		if (dom_state(r.dom) == VIR_DOMAIN_SHUTOFF && access(res->image, R_OK) == 0)
 			r.captured = 1;
 		goto fail;
@@ -618,20 +1026,41 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 	r.captured = 1;
 	snprintf(res->where, sizeof(res->where), "source-image");
 
-	if (enter(&r, IPK_MIG_TRANSFER, err) < 0 || send_state(&r, err) < 0)
+	/* with a delta and a receiver that can, transfer, apply and restore
+	 * overlap: the delta is encoded into the stream, B applies it as it
+	 * arrives into a FIFO that its libvirt restores from */
+	res->streamed = r.base_img != NULL;
+	if (enter(&r, IPK_MIG_TRANSFER, err) < 0)
 		goto fail;
-	if (enter(&r, IPK_MIG_APPLY, err) < 0 || apply_state(&r, err) < 0)
-		goto fail;
-	if (enter(&r, IPK_MIG_RESTORE, err) < 0)
-		goto fail;
-	j = msg_new("restore");
-	if (j)
-		cJSON_AddStringToObject(j, "name", r.name);
-	r.restore_sent = 1;
-	if (!(a = request_slow(t, j, "restored", slow_step(o), err)))
-		goto fail;
-	cJSON_Delete(a);
+	if (res->streamed) {
+		if (send_stream(&r, err) < 0 || enter(&r, IPK_MIG_APPLY, err) < 0 || enter(&r, IPK_MIG_RESTORE, err) < 0)
+			goto fail;
+		double old = ipk_transport_timeout(t);
+		ipk_transport_set_timeout(t, slow_step(o));
+		a = await_reply(t, "restored", err);
+		ipk_transport_set_timeout(t, old);
+		r.reply_pending = 0;
+		if (!a)
+			goto fail;
+	} else {
+		if (send_state(&r, err) < 0)
+			goto fail;
+		if (enter(&r, IPK_MIG_APPLY, err) < 0 || apply_state(&r, err) < 0)
+			goto fail;
+		if (enter(&r, IPK_MIG_RESTORE, err) < 0)
+			goto fail;
+		j = msg_new("restore");
+		if (j)
+			cJSON_AddStringToObject(j, "name", r.name);
+		r.restore_sent = 1;
+		if (!(a = request_slow(t, j, "restored", slow_step(o), err)))
+			goto fail;
+	}
 	res->downtime = ipk_mono() - r.t_stop;
+	res->target_restore = cJSON_GetNumberValue(cJSON_GetObjectItem(a, "restore_seconds"));
+	if (res->streamed)
+		res->target_apply = cJSON_GetNumberValue(cJSON_GetObjectItem(a, "apply_seconds"));
+	cJSON_Delete(a);
 	if (enter(&r, IPK_MIG_VERIFY, err) < 0 || verify_target(&r, &before, err) < 0)
 		goto fail;
 	if (enter(&r, IPK_MIG_RELEASE, err) < 0)
@@ -660,6 +1089,11 @@ out:
 		res->bytes_wire = ipk_transport_sent(t) + ipk_transport_received(t) - wire0;
 	if (isnan(res->downtime))
 		res->downtime = 0;
+	if (r.cap_running) {
+		struct ipk_err ign = { 0 };
+		capture_wait(&r, &ign);
+	}
+	ipk_memimg_free(r.base_img);
 	if (r.dom)
 		virDomainFree(r.dom);
 	if (r.a)
@@ -677,6 +1111,7 @@ struct srv {
 	int was_defined, committed;
 	char domain[256], sock[4096];
 	char base[PATH_MAX]; /* the pre-copied base here, when the sender uses it */
+	struct ipk_memimg *base_img; /* that base, opened ahead of a streamed restore */
 	double wait;         /* after the restore, the sender may run its checks this long */
 	char files[4][PATH_MAX];
 	int nfiles;
@@ -692,6 +1127,8 @@ static void srv_cleanup(struct srv *s)
 	if (s->restored)
 		virDomainFree(s->restored);
 	s->restored = NULL;
+	ipk_memimg_free(s->base_img);
+	s->base_img = NULL;
 	for (int i = 0; i < s->nfiles; i++)
 		if (!s->committed || !s->o->keep)
 			unlink(s->files[i]);
@@ -758,6 +1195,259 @@ static int srv_verify(struct srv *s, const cJSON *req, cJSON *reply, struct ipk_
 	return 0;
 }
 
+/* Apply the delta at path against base into out_path without fsync: the
+ * result is a scratch copy (A keeps the session's image until the commit),
+ * written to a temp file and renamed only when the whole apply verified. */
+static int srv_apply_file(const char *base, const char *path, const char *out_path, double *seconds,
+			  struct ipk_err *err)
+{
+	double t0 = ipk_mono();
+	char tmp[PATH_MAX + 8];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", out_path);
+	struct ipk_memimg *b = ipk_image_open(base, err);
+	if (!b)
+		return -1;
+	FILE *in = fopen(path, "rb");
+	if (!in) {
+		ipk_memimg_free(b);
+		return ipk_err_set(err, IPK_EXIT_NOINPUT, "open '%s': %s", path, strerror(errno));
+	}
+	FILE *out = fopen(tmp, "wb");
+	if (!out) {
+		int e = errno;
+		fclose(in);
+		ipk_memimg_free(b);
+		return ipk_err_set(err, IPK_EXIT_CANTCREAT, "create '%s': %s", tmp, strerror(e));
+	}
+	struct ipk_delta_stats ds;
+	int rc = ipk_delta_apply(b, in, path, out, &ds, err);
+	if (fclose(out) != 0 && rc == 0)
+		rc = ipk_err_set(err, errno == ENOSPC || errno == EDQUOT ? IPK_EXIT_CANTCREAT : IPK_EXIT_IOERR,
+				 "write '%s': %s", tmp, strerror(errno));
+	fclose(in);
+	ipk_memimg_free(b);
+	if (rc == 0 && rename(tmp, out_path) < 0)
+		rc = ipk_err_set(err, IPK_EXIT_CANTCREAT, "rename '%s': %s", tmp, strerror(errno));
+	if (rc < 0)
+		unlink(tmp);
+	*seconds = ipk_mono() - t0;
+	return rc;
+}
+
+/* Streamed restore: the delta arrives as DATA frames while it is being
+ * encoded on A; this thread writes them into a pipe, a feeder thread applies
+ * the delta read from that pipe into a FIFO, and a third thread runs
+ * libvirt's restore from the FIFO. The rebuilt image is never written to
+ * disk and B restores while A still encodes. */
+struct feeder {
+	const struct ipk_memimg *base;
+	FILE *in;
+	const char *fifo;
+	atomic_int stop;     /* libvirt returned: stop waiting for its reader */
+	int rc;
+	double seconds;
+	struct ipk_err err;
+};
+
+static void block_sigpipe(sigset_t *old)
+{
+	sigset_t ss;
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &ss, old);
+}
+
+/* Unblock SIGPIPE again, dropping one our writes raised meanwhile. */
+static void unblock_sigpipe(const sigset_t *old)
+{
+	sigset_t ss, pend;
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGPIPE);
+	struct timespec zero = { 0, 0 };
+	if (sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE))
+		sigtimedwait(&ss, NULL, &zero);
+	pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
+static void *feeder_run(void *arg)
+{
+	struct feeder *f = arg;
+	double t0 = ipk_mono();
+	sigset_t old;
+	block_sigpipe(&old); /* a reader that goes away fails our writes (EPIPE) */
+	f->rc = -1;
+	int fd = -1;
+	/* wait for libvirt to open the FIFO */
+	for (int i = 0; fd < 0; i++) {
+		fd = open(f->fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+		if (fd >= 0)
+			break;
+		if (errno != ENXIO || atomic_load(&f->stop) || i > 120 * 200) {
+			ipk_err_set(&f->err, IPK_EXIT_UNAVAILABLE, "open '%s' for the restore: %s", f->fifo,
+				    errno == ENXIO ? "libvirt did not read it" : strerror(errno));
+			goto out;
+		}
+		poll(NULL, 0, 5);
+	}
+	/* a bigger pipe: fewer wake-ups of QEMU's reader (best effort) */
+	fcntl(fd, F_SETPIPE_SZ, 1 << 20);
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		ipk_err_set(&f->err, IPK_EXIT_OSERR, "set '%s' blocking: %s", f->fifo, strerror(errno));
+		close(fd);
+		goto out;
+	}
+	FILE *out = fdopen(fd, "wb");
+	if (!out) {
+		ipk_err_set(&f->err, IPK_EXIT_OSERR, "open '%s': %s", f->fifo, strerror(errno));
+		close(fd);
+		goto out;
+	}
+	setvbuf(out, NULL, _IOFBF, 1 << 20);
+	struct ipk_delta_stats ds;
+	f->rc = ipk_delta_apply(f->base, f->in, "the streamed delta", out, &ds, &f->err);
+	if (fclose(out) != 0 && f->rc == 0)
+		f->rc = ipk_err_set(&f->err, IPK_EXIT_IOERR, "write '%s': %s", f->fifo, strerror(errno));
+out:
+	/* closing our end of the pipe fails the receiving thread's writes */
+	fclose(f->in);
+	f->in = NULL;
+	f->seconds = ipk_mono() - t0;
+	unblock_sigpipe(&old);
+	return NULL;
+}
+
+struct restorer {
+	virConnectPtr c;
+	const char *fifo;
+	struct feeder *f;
+	int rc;
+	double seconds;
+	char msg[600];
+};
+
+static void *restorer_run(void *arg)
+{
+	struct restorer *r = arg;
+	double t0 = ipk_mono();
+	r->rc = virDomainRestore(r->c, r->fifo);
+	if (r->rc < 0)
+		snprintf(r->msg, sizeof(r->msg), "%s", lv_errtext()); /* libvirt's errors are per thread */
+	r->seconds = ipk_mono() - t0;
+	atomic_store(&r->f->stop, 1); /* a feeder still waiting for the reader stops */
+	return NULL;
+}
+
+/* Receive the delta stream (DATA frames up to DONE) and restore from it.
+ * Returns 0 when libvirt restored the guest from a delta that applied
+ * with every check passed, or -1 with err (the stream's or the apply's
+ * error first, else libvirt's). */
+static int srv_restore_streamed(struct srv *s, double *t_apply, double *t_restore, uint64_t *bytes,
+				struct ipk_err *err)
+{
+	char fifo[PATH_MAX];
+	snprintf(fifo, sizeof(fifo), "%s/%s.fifo", s->o->image_dir, s->domain);
+	unlink(fifo);
+	if (!s->base_img && !(s->base_img = ipk_image_open(s->base, err)))
+		return -1;
+	if (mkfifo(fifo, 0600) < 0)
+		return ipk_err_set(err, IPK_EXIT_CANTCREAT, "create FIFO '%s': %s", fifo, strerror(errno));
+	int pp[2] = { -1, -1 };
+	struct feeder f = { .base = s->base_img, .fifo = fifo };
+	struct restorer rs = { .c = s->c, .fifo = fifo, .f = &f, .rc = -1 };
+	pthread_t tf, tr;
+	int have_f = 0, have_r = 0, rc = -1;
+	if (pipe2(pp, O_CLOEXEC) < 0 || !(f.in = fdopen(pp[0], "rb"))) {
+		ipk_err_set(err, IPK_EXIT_OSERR, "pipe for the delta: %s", strerror(errno));
+		goto out;
+	}
+	pp[0] = -1;
+	int e1 = pthread_create(&tf, NULL, feeder_run, &f);
+	have_f = e1 == 0;
+	int e2 = have_f ? pthread_create(&tr, NULL, restorer_run, &rs) : 0;
+	have_r = have_f && e2 == 0;
+	if (!have_f || !have_r) {
+		ipk_err_set(err, IPK_EXIT_OSERR, "start a thread: %s", strerror(e1 ? e1 : e2));
+		goto out;
+	}
+	/* the delta, as it comes */
+	sigset_t old;
+	block_sigpipe(&old);
+	struct ipk_err serr = { 0 };
+	int wfail = 0, broken = 0;
+	for (;;) {
+		int type;
+		const uint8_t *p;
+		size_t n;
+		if (ipk_transport_recv(s->t, &type, &p, &n, &serr) < 0) {
+			broken = 1;
+			break;
+		}
+		if (type == IPK_FR_DONE)
+			break;
+		if (type == IPK_FR_ERROR) {
+			ipk_err_set(&serr, IPK_EXIT_FAIL, "the sender gave up during the delta stream: %.*s", (int)(n < 600 ? n : 600),
+				    (const char *)p);
+			broken = 1;
+			break;
+		}
+		if (type != IPK_FR_DATA) {
+			ipk_err_set(&serr, IPK_EXIT_DATAERR, "unexpected frame type %d in the delta stream", type);
+			broken = 1;
+			break;
+		}
+		*bytes += n;
+		size_t done = 0;
+		while (!wfail && done < n) {
+			ssize_t w = write(pp[1], p + done, n - done);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				wfail = 1; /* the apply stopped: drain to DONE, then report its error */
+			else
+				done += (size_t)w;
+		}
+	}
+	close(pp[1]);
+	pp[1] = -1;
+	unblock_sigpipe(&old);
+	pthread_join(tr, NULL);
+	have_r = 0;
+	atomic_store(&f.stop, 1);
+	pthread_join(tf, NULL);
+	have_f = 0;
+	*t_apply = f.seconds;
+	*t_restore = rs.seconds;
+	if (broken)
+		*err = serr;
+	else if (f.rc < 0)
+		*err = f.err;
+	else if (rs.rc < 0)
+		ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "restore '%s' on the target: %s", fifo, rs.msg);
+	else
+		rc = 0;
+out:
+	if (have_f || have_r) {
+		/* threads started, but not both: end the one that runs */
+		if (pp[1] >= 0)
+			close(pp[1]);
+		pp[1] = -1;
+		atomic_store(&f.stop, 1);
+		if (have_r)
+			pthread_join(tr, NULL);
+		if (have_f)
+			pthread_join(tf, NULL);
+	}
+	if (f.in)
+		fclose(f.in);
+	if (pp[0] >= 0)
+		close(pp[0]);
+	if (pp[1] >= 0)
+		close(pp[1]);
+	unlink(fifo);
+	return rc;
+}
+
 static int srv_op(struct srv *s, const cJSON *j, int *finished, struct ipk_err *err)
 {
 	const char *op = cJSON_GetStringValue(cJSON_GetObjectItem(j, "op"));
@@ -781,6 +1471,9 @@ static int srv_op(struct srv *s, const cJSON *j, int *finished, struct ipk_err *
 			if (ipk_file_hash(path, h, NULL, &e) == 0 && !strcmp(h, bh)) {
 				have_base = 1;
 				snprintf(s->base, sizeof(s->base), "%s", path);
+				/* parse it now, not while the guest is down */
+				if (cJSON_IsTrue(cJSON_GetObjectItem(j, "stream")))
+					s->base_img = ipk_image_open(path, &e);
 			}
 		}
 		memset(err, 0, sizeof(*err));
@@ -796,8 +1489,10 @@ static int srv_op(struct srv *s, const cJSON *j, int *finished, struct ipk_err *
 			s->was_defined = 1;
 		}
 		cJSON *r = msg_new("ready");
-		if (r)
+		if (r) {
 			cJSON_AddBoolToObject(r, "have_base", have_base);
+			cJSON_AddBoolToObject(r, "stream_restore", 1); /* knows "restore" with "stream" */
+		}
 		return srv_reply(s, r, err);
 	}
 	if (!s->c)
@@ -806,6 +1501,7 @@ static int srv_op(struct srv *s, const cJSON *j, int *finished, struct ipk_err *
 		if (srv_file(s, cJSON_GetStringValue(cJSON_GetObjectItem(j, "name")), path, sizeof(path), err) < 0)
 			return -1;
 		const char *mode = cJSON_GetStringValue(cJSON_GetObjectItem(j, "mode"));
+		double secs = 0;
 		if (mode && !strcmp(mode, "delta")) {
 			const char *outn = cJSON_GetStringValue(cJSON_GetObjectItem(j, "out"));
 			char outp[PATH_MAX];
@@ -814,24 +1510,15 @@ static int srv_op(struct srv *s, const cJSON *j, int *finished, struct ipk_err *
 			if (!outn || !*outn || strchr(outn, '/') || *outn == '.')
 				return ipk_err_set(err, IPK_EXIT_DATAERR, "apply delta '%s': bad output name", path);
 			snprintf(outp, sizeof(outp), "%s/%s", s->o->image_dir, outn);
-			struct ipk_memimg *b = ipk_image_open(s->base, err);
-			if (!b)
-				return -1;
-			FILE *in = fopen(path, "rb");
-			if (!in) {
-				ipk_memimg_free(b);
-				return ipk_err_set(err, IPK_EXIT_NOINPUT, "open '%s': %s", path, strerror(errno));
-			}
-			struct ipk_delta_stats ds;
-			int rc = ipk_delta_apply_to_path(b, in, path, outp, &ds, err);
-			fclose(in);
-			ipk_memimg_free(b);
-			if (rc < 0)
+			if (srv_apply_file(s->base, path, outp, &secs, err) < 0)
 				return -1;
 			if (s->nfiles < 4)
 				snprintf(s->files[s->nfiles++], PATH_MAX, "%s", outp);
 		}
-		return srv_reply(s, msg_new("applied"), err);
+		cJSON *r = msg_new("applied");
+		if (r)
+			cJSON_AddNumberToObject(r, "seconds", secs);
+		return srv_reply(s, r, err);
 	}
 	if (!strcmp(op, "keep")) {
 		/* a pre-copied base: it stays when the session ends */
@@ -845,11 +1532,19 @@ static int srv_op(struct srv *s, const cJSON *j, int *finished, struct ipk_err *
 		return srv_reply(s, msg_new("kept"), err);
 	}
 	if (!strcmp(op, "restore")) {
-		if (srv_file(s, cJSON_GetStringValue(cJSON_GetObjectItem(j, "name")), path, sizeof(path), err) < 0)
+		double t0 = ipk_mono(), t_apply = 0, t_restore = 0;
+		uint64_t sbytes = 0;
+		int streamed = cJSON_IsTrue(cJSON_GetObjectItem(j, "stream"));
+		if (streamed && !s->base[0])
+			return ipk_err_set(err, IPK_EXIT_DATAERR, "streamed restore of '%s': no base here", s->domain);
+		if (!streamed && srv_file(s, cJSON_GetStringValue(cJSON_GetObjectItem(j, "name")), path, sizeof(path), err) < 0)
 			return -1;
-		double t0 = ipk_mono();
-		if (virDomainRestore(s->c, path) < 0) {
-			ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "restore '%s' on the target: %s", path, lv_errtext());
+		int lrc = streamed ? srv_restore_streamed(s, &t_apply, &t_restore, &sbytes, err) : virDomainRestore(s->c, path);
+		if (!streamed)
+			t_restore = ipk_mono() - t0;
+		if (lrc < 0) {
+			if (!streamed)
+				ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "restore '%s' on the target: %s", path, lv_errtext());
 			/* a half-started guest must not stay */
 			virDomainPtr dom = virDomainLookupByName(s->c, s->domain);
 			if (dom) {
@@ -866,8 +1561,21 @@ static int srv_op(struct srv *s, const cJSON *j, int *finished, struct ipk_err *
 		if (s->wait > ipk_transport_timeout(s->t) && s->wait < 3600)
 			ipk_transport_set_timeout(s->t, s->wait);
 		cJSON *r = msg_new("restored");
-		if (r)
+		if (r) {
 			cJSON_AddNumberToObject(r, "seconds", ipk_mono() - t0);
+			cJSON_AddNumberToObject(r, "restore_seconds", t_restore);
+			if (streamed)
+				cJSON_AddNumberToObject(r, "apply_seconds", t_apply);
+		}
+		return srv_reply(s, r, err);
+	}
+	if (!strcmp(op, "gpucheck")) {
+		/* the GPU check runs here, on the target; the sender judges it */
+		cJSON *r = msg_new("gpuchecked");
+		if (!r || ipk_gpucheck_reply(cJSON_GetStringValue(cJSON_GetObjectItem(j, "mode")), r) < 0) {
+			cJSON_Delete(r);
+			return ipk_err_set(err, IPK_EXIT_OSERR, "out of memory");
+		}
 		return srv_reply(s, r, err);
 	}
 	if (!strcmp(op, "verify")) {

@@ -10,14 +10,22 @@
  *              capture_live a live external memory snapshot that halts the
  *              guest at its end): the guest stops; its whole state is A's
  *              image file (the "suspend")
- *   TRANSFER   the image to B's image directory, resumable: a delta
- *              against the base pre-copied to B when B holds it, else the
- *              full image (LZ4)
+ *   TRANSFER   with a base pre-copied to B: a delta against it, encoded
+ *              straight into the stream (streamed restore, the default when
+ *              B offers it), or with no_stream as a resumable file; without
+ *              a base the full image (LZ4), a resumable file
  *   APPLY      B checks the checksum and keeps the image (or rebuilds it
- *              from its base and the delta, all or nothing)
- *   RESTORE    B restores it through its libvirt (virDomainRestore)
+ *              from its base and the delta file, all or nothing, not
+ *              synced: A's image stays the session's copy until RELEASE);
+ *              streamed: nothing (B applies during TRANSFER/RESTORE)
+ *   RESTORE    B restores it through its libvirt (virDomainRestore);
+ *              streamed: from a FIFO that B fills by applying the delta as
+ *              its frames arrive, all three at once; the guest's downtime
+ *              ends here
  *   VERIFY     the guest answers on B with the same frame checksum and a
- *              heartbeat counter that continues A's; user checks
+ *              heartbeat counter that continues A's; B's GPU check (the
+ *              "gpucheck" request: B renders it, A judges the result); user
+ *              checks
  *   RELEASE    B defines the domain; on A it stays defined but off and the
  *              image is removed unless keep
  * Any failure before VERIFY succeeds rolls back: B destroys what it
@@ -34,8 +42,10 @@
  * The engine "libvirt" replaces CAPTURE..RESTORE by libvirt's native live
  * migration (virDomainMigrateToURI3) from A's to B's URI; VERIFY is the
  * same. A failed libvirt migration leaves (or resumes) the guest on A; a
- * verification failing after it cannot be rolled back (A holds no state any
- * more): the guest stays on B, rollback_failed is set.
+ * verification failing after it is rolled back by a libvirt migration B -> A
+ * (B's libvirtd connects to source_uri, data to tcp://its host; the domain
+ * is undefined on B unless it was defined there before); when that fails
+ * too, the guest stays on B and rollback_failed is set.
  *
  * Ownership: options are borrowed for the call; results are plain structs
  * filled by the call. Nothing returned needs freeing.
@@ -45,6 +55,7 @@
 
 #include <stdint.h>
 
+#include "gpucheck.h"
 #include "ipk.h"
 #include "transport.h"
 
@@ -81,10 +92,13 @@ struct ipk_migrate_opts {
 	double verify_timeout;    /* seconds for each guest answer (<= 0: 30) */
 	const char *check_cmd;    /* user check, run on this side after restore */
 	const char *check_url;    /* HTTP URL that must answer 2xx */
+	int verify_gpu;           /* enum ipk_gpucheck_mode: B renders the GPU check after the restore */
 	int keep;                 /* keep A's final image after success */
 	int precopy;              /* only pre-copy: live image to B as the base of a later delta */
 	int no_delta;             /* send the full image even when B holds the base */
 	int capture_live;         /* final image by a live snapshot that halts the guest at its end */
+	int no_stream;            /* delta: B writes the rebuilt image to a file, then restores it
+				   * (default: B applies the delta into a FIFO libvirt restores from) */
 	int engine;               /* enum ipk_mig_engine */
 	/* engine libvirt: */
 	const char *native_uri;   /* migration URI (tcp://HOST) or NULL */
@@ -101,6 +115,11 @@ struct ipk_migrate_result {
 	int full_image;           /* 1: the full image was sent (no pre-copied base) */
 	double t_delta;           /* seconds encoding the delta (part of capture..transfer) */
 	double capture_pause;     /* live capture: the pause libvirt reported (0: unknown) */
+	double capture_stopped;   /* live capture: seconds the guest was already stopped when the
+				   * capture call returned (its last pass and QEMU's exit) */
+	int streamed;             /* 1: B applied the delta while libvirt restored from it */
+	double target_apply;      /* seconds B spent applying the delta (0: full image) */
+	double target_restore;    /* seconds B's virDomainRestore took */
 	uint64_t delta_bytes;     /* size of the delta sent */
 	char base_id[33];         /* the pre-copied base's XXH3-128 (precopy, or delta) */
 	double seconds[IPK_MIG_NPHASES];
@@ -110,6 +129,7 @@ struct ipk_migrate_result {
 	uint64_t bytes_skipped;   /* image bytes the target already held */
 	uint64_t counter_before, counter_after; /* guest heartbeat counters */
 	char checksum[33];        /* verified frame checksum */
+	struct ipk_gpucheck_result gpu; /* B's GPU check (status NOT_RUN: not asked) */
 	char image[4096];         /* A's final image (kept after a failed rollback) */
 	char where[16];           /* "target", "source", "source-image" or "unknown" */
 };

@@ -37,6 +37,7 @@ static const struct type_schema schemas[] = {
 	{ "snapshot", { { "id", 's' }, { "path", 's' }, { "source", 's' } } },
 	{ "delta", { { "base", 's' }, { "new", 's' }, { "bytes_in", 'n' }, { "bytes_out", 'n' } } },
 	{ "migration", { { "session", 's' }, { "from", 's' }, { "to", 's' }, { "outcome", 's' } } },
+	{ "gpucheck", { { "status", 's' } } },
 	{ "redirect", { { "session", 's' }, { "driver", 's' }, { "to", 's' }, { "confirmed", 'b' } } },
 	{ "error", { { "program", 's' }, { "message", 's' } } },
 };

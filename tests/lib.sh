@@ -15,8 +15,9 @@ set -u
 : "${IPKIT_BIN:=$IPKIT_TOP/build/san/bin}"
 export IPKIT_TOP IPKIT_BIN
 export PATH="$IPKIT_BIN:$PATH"
-# ASan: leaks are errors; UBSan: abort with a report.
-export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=99}"
+# ASan: leaks are errors, and the shadow gap is left unprotected because the
+# CUDA runtime maps memory there on GPU hosts; UBSan: abort with a report.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=99:protect_shadow_gap=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=98}"
 # Tests never read the machine's own configuration.
 export IPKIT_CONFIG=/dev/null

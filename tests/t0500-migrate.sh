@@ -7,7 +7,9 @@
 # error and the documented exit code: wrong key (78), a byte corrupted in
 # flight (65), receiver killed mid-transfer (75), link cut mid-transfer
 # (75; the retry resumes), target disk full (73), target libvirtd stopped
-# before the restore (69).
+# before the restore (69); a corrupted byte and a failure after the restore
+# in a streamed delta cut-over; with the libvirt engine, a verification
+# failing after libvirt's migration (migrated back).
 . "$(dirname "$0")/lib.sh"
 
 need_root
@@ -182,9 +184,16 @@ else
 	skip "precopy: base id is the file's XXH3-128" "needs xxh128sum (xxhash)"
 fi
 sleep 3
-migrate 1 2 tcp
+migrate 1 2 tcp -- --address '{host}:8443'
 expect_moved "delta 1->2" 1 2
 check_eq "delta 1->2: not a full image" False "$(field full_image)"
+check_eq "delta 1->2: applied into the restore (streamed)" True "$(field streamed)"
+ta=$(field target_seconds.apply) tr=$(field target_seconds.restore)
+[ -n "$ta" ] && [ -n "$tr" ] && ok "delta 1->2: target's apply and restore timed ($ta s, $tr s)" ||
+	fail "delta 1->2: target's apply and restore timed" "apply '$ta' restore '$tr'"
+check_eq "delta 1->2: record gives the session's new address" "$N.12:8443" "$(field address)"
+[ -z "$(ls "$TMP/b"/*.fifo "$TMP/b"/*.save 2>/dev/null)" ] && ok "delta 1->2: no FIFO or image left on host 2" ||
+	fail "delta 1->2: no FIFO or image left on host 2" "$(ls "$TMP/b")"
 wire=$(field bytes_wire)
 if [ -n "$wire" ] && [ -n "$full_wire" ] && [ "$wire" -lt $((full_wire / 3)) ]; then
 	ok "delta 1->2: fewer bytes on the wire ($wire vs $full_wire for the full image)"
@@ -195,6 +204,18 @@ fi
 	fail "delta 1->2: bases removed after the release" "$(ls "$TMP/a" "$TMP/b")"
 migrate 2 1 tcp
 expect_moved "tcp 2->1 after delta" 2 1
+
+# ---- faults in a streamed delta cut-over (B restores while the delta arrives) ---
+migrate 1 2 tcp -- --precopy
+check_eq "precopy for the streamed faults: exit 0" 0 "$RC"
+migrate 1 2 tcp IPKIT_MIGRATE_TEST_CORRUPT=100000
+expect_rolled_back "streamed delta, corrupted byte" 65 "integrity check failed"
+[ -z "$(ls "$TMP/b"/*.fifo 2>/dev/null)" ] && ok "streamed delta, corrupted byte: no FIFO left on host 2" ||
+	fail "streamed delta, corrupted byte: no FIFO left on host 2" "$(ls "$TMP/b")"
+migrate 1 2 tcp "IPKIT_MIGRATE_TEST_HOOK=apply:exit 3"
+expect_rolled_back "streamed delta, failure after B restored" 1 "hook for phase apply"
+check_eq "streamed delta, failure after B restored: it was streamed" True "$(field streamed)"
+rm -f "$TMP/a/$NAME.base" "$TMP/b/$NAME.base" # the faults below send full images
 
 # ---- faults (the guest runs on host 1) -----------------------------------------
 migrate 1 2 tcp-wrong
@@ -277,7 +298,7 @@ fi
 # ---- stream mode: a warm reservation and an idle prediction trigger it ---------
 {
 	echo '{"type":"sample","v":1,"ts":1,"session":"other","interval":1,"sources":["replay"]}'
-	echo '{"type":"reservation","v":1,"ts":2,"session":"'"$NAME"'","host":"'"$U2"'","state":"warm"}'
+	echo '{"type":"reservation","v":1,"ts":2,"session":"'"$NAME"'","host":"'"$U2"'","state":"warm","address":"'"$N.12:9000"'"}'
 	echo '{"type":"prediction","v":1,"ts":3,"session":"'"$NAME"'","p":{"10":0.9},"idle_s":2,"threshold":0.8,"decision":"idle","model":"m"}'
 	echo '{"type":"prediction","v":1,"ts":4,"session":"'"$NAME"'","p":{"10":0.95},"idle_s":12,"threshold":0.8,"decision":"idle","model":"m"}'
 	echo '{"type":"prediction","v":1,"ts":5,"session":"'"$NAME"'","p":{"10":0.95},"idle_s":13,"threshold":0.8,"decision":"idle","model":"m"}'
@@ -294,7 +315,16 @@ check_eq "stream: one migration, once per warm reservation" 1 "$(grep -c '"type"
 grep '"type":"migration"' "$TMP/stream.out" >"$TMP/out"
 check_eq "stream: migration succeeded" success "$(field outcome)"
 check_eq "stream: to the reservation's host" "$N.12 $U2" "$(field to) $(field target_uri)"
+check_eq "stream: the reservation's address in the record" "$N.12:9000" "$(field address)"
 check_eq "stream: runs on host 2 only" 2 "$(where)"
+
+# ---- native engine: a verification failing after libvirt's migration rolls back ---
+migrate 2 1 tcp -- --engine libvirt --migrate-uri "tcp://$N.11" --check-cmd false
+check_eq "libvirt engine, failed check: exit 1" 1 "$RC"
+check_eq "libvirt engine, failed check: record" "rolled-back source" "$(field outcome) $(field where)"
+check_eq "libvirt engine, failed check: runs on host 2 only (migrated back)" 2 "$(where)"
+if r=$(intact "$U2"); then ok "libvirt engine, failed check: intact on host 2 ($r)"; else fail "libvirt engine, failed check: intact on host 2" "$r"; fi
+check_grep "libvirt engine, failed check: clear error" "check command" "$TMP/mig.err"
 
 # ---- native engine back: libvirt live migration, same verification ---------------
 migrate 2 1 tcp -- --engine libvirt --migrate-uri "tcp://$N.11"
@@ -310,5 +340,9 @@ a=$(field counter_after); b=$(field counter_before)
 lvpid=$(sed -n 's/^pid libvirtd 2 \([0-9]*\)$/\1/p' "$IPKIT_LAB_DIR/state")
 migrate 1 2 tcp "IPKIT_MIGRATE_TEST_HOOK=restore:kill $lvpid; sleep 1"
 expect_rolled_back "target libvirtd stopped before restore" 69 "restore|libvirt"
+
+# the receivers (streamed restores run three threads there)
+cat "$TMP"/recv-h*.log >"$TMP/recv-all.log" 2>/dev/null
+no_sanitizer_report "receivers: no sanitizer report" "$TMP/recv-all.log"
 
 log "t0500 total: $(ms_since "$T_START") ms"

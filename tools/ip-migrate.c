@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "gpucheck.h"
 #include "migrate.h"
 #include "record.h"
 #include "transport.h"
@@ -25,6 +26,8 @@ enum {
 	OPT_TARGET_SOCK, OPT_EXPECT, OPT_CHECK_CMD, OPT_CHECK_URL, OPT_VERIFY_TIMEOUT, OPT_TIMEOUT, OPT_BWLIMIT,
 	OPT_KEEP, OPT_ENGINE, OPT_MIGRATE_URI, OPT_COMPRESSED, OPT_PARALLEL, OPT_MAX_DOWNTIME, OPT_SSH, OPT_REMOTE,
 	OPT_REMOTE_DIR, OPT_CONFIRM_IDLE, OPT_MAP, OPT_FROM, OPT_PRECOPY, OPT_NO_DELTA, OPT_CAPTURE,
+	OPT_NO_STREAM, OPT_ADDRESS,
+	OPT_VERIFY_GPU, OPT_GPU_CHECK,
 };
 
 static const struct ipk_opt opts[] = {
@@ -39,12 +42,16 @@ static const struct ipk_opt opts[] = {
 	{ "expect-checksum", required_argument, OPT_EXPECT, "HEX", "frame checksum the guest must answer (default: the source's answer)" },
 	{ "check-cmd", required_argument, OPT_CHECK_CMD, "CMD", "user check run after the restore; must exit 0" },
 	{ "check-url", required_argument, OPT_CHECK_URL, "URL", "HTTP URL that must answer 2xx after the restore" },
+	{ "verify-gpu", required_argument, OPT_VERIFY_GPU, "MODE", "GPU rendering check on the target after the restore: auto (default: where it has a GPU), yes (required) or no" },
+	{ "gpu-check", no_argument, OPT_GPU_CHECK, NULL, "run the GPU rendering check on this host, print a gpucheck record and exit" },
 	{ "verify-timeout", required_argument, OPT_VERIFY_TIMEOUT, "SECONDS", "limit for each verification step (default 30)" },
 	{ "timeout", required_argument, OPT_TIMEOUT, "SECONDS", "a transfer without progress for this long fails (default 30)" },
 	{ "bwlimit", required_argument, OPT_BWLIMIT, "RATE", "send at most RATE bytes/s (suffix K, M, G)" },
 	{ "precopy", no_argument, OPT_PRECOPY, NULL, "only send a live image of the running guest, the base of a later delta" },
 	{ "capture", required_argument, OPT_CAPTURE, "MODE", "final image: live (default: written while the guest runs, halted at the end) or save" },
 	{ "no-delta", no_argument, OPT_NO_DELTA, NULL, "send the full image even when the target holds a pre-copied base" },
+	{ "no-stream", no_argument, OPT_NO_STREAM, NULL, "delta: the target writes the rebuilt image to a file before restoring it (default: restores while it applies)" },
+	{ "address", required_argument, OPT_ADDRESS, "HOST:PORT", "the session's address for clients on the target, put in migration records ({host}: the target's host)" },
 	{ "keep", no_argument, OPT_KEEP, NULL, "keep the source's final image (and the receiver's) after success" },
 	{ "engine", required_argument, OPT_ENGINE, "ENGINE", "save (default: save, transfer, restore) or libvirt (native live migration)" },
 	{ "migrate-uri", required_argument, OPT_MIGRATE_URI, "URI", "engine libvirt: migration data URI, e.g. tcp://10.0.0.2" },
@@ -76,6 +83,8 @@ struct conf {
 	struct ipk_migrate_opts mo;
 	const char *to, *key_file, *ssh_cmd, *remote_cmd, *remote_dir, *from;
 	const char *source_sock_t, *target_sock_t;
+	const char *address_t; /* --address template */
+	const char *address;   /* stream mode: the reservation's address, when it gives one */
 	uint8_t *key;
 	size_t keylen;
 	double timeout, bwlimit, confirm_idle;
@@ -270,27 +279,33 @@ static int run_hook(void *ctx, int phase, struct ipk_err *err)
 	return 0;
 }
 
-/* "{domain}" in t replaced by d. */
-static char *subst(const char *t, const char *d)
+/* Every key in t replaced by d (NULL for t NULL or no memory). */
+static char *subst_key(const char *t, const char *key, const char *d)
 {
 	if (!t)
 		return NULL;
-	size_t n = strlen(t) + 1;
-	for (const char *p = t; (p = strstr(p, "{domain}")); p += 8)
+	size_t kl = strlen(key), n = strlen(t) + 1;
+	for (const char *p = t; (p = strstr(p, key)); p += kl)
 		n += strlen(d);
 	char *s = malloc(n), *o = s;
 	if (!s)
 		return NULL;
 	while (*t) {
-		if (!strncmp(t, "{domain}", 8)) {
+		if (!strncmp(t, key, kl)) {
 			o = stpcpy(o, d);
-			t += 8;
+			t += kl;
 		} else {
 			*o++ = *t++;
 		}
 	}
 	*o = 0;
 	return s;
+}
+
+/* "{domain}" in t replaced by d. */
+static char *subst(const char *t, const char *d)
+{
+	return subst_key(t, "{domain}", d);
 }
 
 /* The host named by a libvirt URI or an ip-migrate URL ("qemu+tcp://H/system",
@@ -345,6 +360,15 @@ static cJSON *migration_record(const struct conf *c, const char *session, const 
 	cJSON_AddStringToObject(j, "to", to);
 	if (c->mo.target_uri)
 		cJSON_AddStringToObject(j, "target_uri", c->mo.target_uri);
+	/* where clients reach the session now (for ip-redirect): the
+	 * reservation's address, else --address with {host} replaced */
+	const char *addr_t = c->address && *c->address ? c->address : c->address_t;
+	if (addr_t && rc == 0 && !c->mo.precopy) {
+		char *addr = subst_key(addr_t, "{host}", to);
+		if (addr)
+			cJSON_AddStringToObject(j, "address", addr);
+		free(addr);
+	}
 	cJSON_AddStringToObject(j, "outcome", outcome);
 	cJSON_AddStringToObject(j, "phase", ipk_mig_phase_name(r->phase));
 	cJSON_AddStringToObject(j, "engine", c->mo.engine == IPK_ENGINE_LIBVIRT ? "libvirt" : "save");
@@ -358,6 +382,18 @@ static cJSON *migration_record(const struct conf *c, const char *session, const 
 		cJSON_AddNumberToObject(s, "delta", round(r->t_delta * 1e3) / 1e3);
 	if (c->mo.engine != IPK_ENGINE_LIBVIRT && !c->mo.precopy)
 		cJSON_AddStringToObject(j, "capture", c->mo.capture_live ? "live" : "save");
+	if (s && (r->target_apply > 0 || r->target_restore > 0)) {
+		/* as the target measured them; with "streamed" they overlap */
+		cJSON *ts = cJSON_AddObjectToObject(j, "target_seconds");
+		if (ts && r->target_apply > 0)
+			cJSON_AddNumberToObject(ts, "apply", round(r->target_apply * 1e3) / 1e3);
+		if (ts && r->target_restore > 0)
+			cJSON_AddNumberToObject(ts, "restore", round(r->target_restore * 1e3) / 1e3);
+	}
+	if (c->mo.engine != IPK_ENGINE_LIBVIRT && !r->full_image && r->delta_bytes)
+		cJSON_AddBoolToObject(j, "streamed", r->streamed);
+	if (r->capture_stopped > 0)
+		cJSON_AddNumberToObject(j, "capture_stopped_s", round(r->capture_stopped * 1e3) / 1e3);
 	if (r->capture_pause > 0)
 		cJSON_AddNumberToObject(j, "capture_pause_s", round(r->capture_pause * 1e3) / 1e3);
 	if (r->delta_bytes)
@@ -375,6 +411,9 @@ static cJSON *migration_record(const struct conf *c, const char *session, const 
 		cJSON_AddBoolToObject(j, "full_image", r->full_image);
 	if (r->checksum[0])
 		cJSON_AddStringToObject(j, "checksum", r->checksum);
+	cJSON *g = r->gpu.status != IPK_GPUCHECK_NOT_RUN ? cJSON_AddObjectToObject(j, "gpu") : NULL;
+	if (g)
+		ipk_gpucheck_to_json(&r->gpu, g);
 	if (r->counter_before || r->counter_after) {
 		cJSON_AddNumberToObject(j, "counter_before", (double)r->counter_before);
 		cJSON_AddNumberToObject(j, "counter_after", (double)r->counter_after);
@@ -464,7 +503,7 @@ static int migrate_one(struct conf *c, const char *session, const char *domain, 
 struct sess {
 	char *name;
 	int warm, done;
-	char *host;
+	char *host, *address;
 };
 
 static int run_stream(struct conf *c, struct ipk_writer *out, struct ipk_err *err)
@@ -477,22 +516,13 @@ static int run_stream(struct conf *c, struct ipk_writer *out, struct ipk_err *er
 	struct ipk_record rec;
 	for (;;) {
 		struct ipk_err rerr = { 0 };
-		enum ipk_read_result rr = ipk_reader_next(rd, &rec, &rerr);
+		enum ipk_read_result rr = ipk_cli_next_record(c->cli, rd, &rec, &rerr);
 		if (rr == IPK_READ_EOF)
 			break;
 		if (rr == IPK_READ_ERROR) {
 			*err = rerr;
 			status = rerr.code;
 			break;
-		}
-		if (rr == IPK_READ_BAD) {
-			if (c->cli->strict) {
-				*err = rerr;
-				status = rerr.code;
-				break;
-			}
-			ipk_warn(c->cli, "%s (skipped)", rerr.msg);
-			continue;
 		}
 		int is_res = !strcmp(rec.type, "reservation"), is_pred = !strcmp(rec.type, "prediction");
 		if ((!is_res && !is_pred) || !rec.session) {
@@ -525,6 +555,8 @@ static int run_stream(struct conf *c, struct ipk_writer *out, struct ipk_err *er
 				s->done = 0; /* a new warm reservation re-arms the session */
 			free(s->host);
 			s->host = strdup(ipk_json_str(rec.json, "host", ""));
+			free(s->address);
+			s->address = strdup(ipk_json_str(rec.json, "address", ""));
 			continue;
 		}
 		double idle = ipk_json_num(rec.json, "idle_s", 0);
@@ -540,16 +572,19 @@ static int run_stream(struct conf *c, struct ipk_writer *out, struct ipk_err *er
 		const char *saved = c->mo.target_uri;
 		if (!c->mo.target_uri && s->host && *s->host)
 			c->mo.target_uri = s->host;
+		c->address = s->address;
 		ipk_info(c->cli, "session '%s' idle %.1f s with a warm reservation: migrating '%s'", s->name, idle, domain);
 		struct ipk_err e = { 0 };
 		migrate_one(c, s->name, domain, out, &e);
 		c->mo.target_uri = saved;
+		c->address = NULL;
 		if (ipk_writer_closed(out))
 			break;
 	}
 	for (int i = 0; i < ns; i++) {
 		free(ss[i].name);
 		free(ss[i].host);
+		free(ss[i].address);
 	}
 	free(ss);
 	ipk_reader_close(rd);
@@ -630,6 +665,41 @@ static int listen_loop(struct conf *c, const char *addr, int once, const struct 
 	return status;
 }
 
+/* ---- the GPU check alone ---------------------------------------------------- */
+
+/* --gpu-check: run it here, write its record. Returns the exit status: 0
+ * pass, 1 wrong pixels or a CUDA error, 69 no GPU. */
+static int gpu_check(struct conf *c)
+{
+	struct ipk_gpucheck_opts go = { 0 };
+	const char *e = getenv("IPKIT_GPUCHECK_TEST_CORRUPT"); /* test hook: flip pixel N-1 on the GPU */
+	if (e && *e)
+		go.corrupt_pixel = strtol(e, NULL, 10);
+	struct ipk_gpucheck_result r;
+	struct ipk_err err = { 0 }, werr = { 0 };
+	int rc = ipk_gpucheck_run(&go, &r, &err);
+	char host[256];
+	if (gethostname(host, sizeof(host)) < 0)
+		snprintf(host, sizeof(host), "localhost");
+	struct ipk_writer out;
+	ipk_writer_init(&out, stdout);
+	cJSON *rec = ipk_gpucheck_record(&r, host);
+	if (!rec || ipk_write(&out, rec, &werr) < 0 || ipk_writer_finish(&out, &werr) < 0) {
+		cJSON_Delete(rec);
+		if (ipk_writer_closed(&out))
+			return rc == 0 ? 0 : err.code;
+		if (!rec)
+			ipk_err_set(&werr, IPK_EXIT_OSERR, "out of memory");
+		return ipk_fail(c->cli, &werr);
+	}
+	cJSON_Delete(rec);
+	if (rc < 0)
+		return ipk_fail(c->cli, &err);
+	ipk_info(c->cli, "gpu check on '%s': pass, %d x %d x %d frames = %llu pixels, kernel %.3f ms, whole check %.0f ms, checksum %s",
+		 r.device, r.width, r.height, r.frames, (unsigned long long)r.pixels, r.gpu_ms, r.total_ms, r.checksum);
+	return 0;
+}
+
 /* ---- main ------------------------------------------------------------------- */
 
 static int parse_rate(const char *s, double *out)
@@ -654,13 +724,14 @@ static int cmd_migrate(int argc, char **argv)
 	struct ipk_cli cli;
 	struct conf c = { .cli = &cli, .timeout = 30, .confirm_idle = 10 };
 	const char *listen_addr = NULL;
-	int serve_stdio = 0, once = 0, status = 0;
+	int serve_stdio = 0, once = 0, status = 0, gpu_only = 0;
 	long lv;
 	struct ipk_err err = { 0 };
 	struct ipk_writer out;
 
 	c.mo.verify_timeout = 30;
 	c.mo.capture_live = 1;
+	c.mo.verify_gpu = IPK_GPUCHECK_AUTO;
 	if (ipk_cli_init(&cli, &prog, argc, argv) < 0) {
 		status = ipk_fail(&cli, &cli.err);
 		goto done;
@@ -694,6 +765,8 @@ static int cmd_migrate(int argc, char **argv)
 		case OPT_KEEP: c.mo.keep = 1; break;
 		case OPT_PRECOPY: c.mo.precopy = 1; break;
 		case OPT_NO_DELTA: c.mo.no_delta = 1; break;
+		case OPT_NO_STREAM: c.mo.no_stream = 1; break;
+		case OPT_ADDRESS: c.address_t = a; break;
 		case OPT_CAPTURE:
 			if (!strcmp(a, "live"))
 				c.mo.capture_live = 1;
@@ -737,6 +810,11 @@ static int cmd_migrate(int argc, char **argv)
 			break;
 		}
 		case OPT_FROM: c.from = a; break;
+		case OPT_VERIFY_GPU:
+			if ((c.mo.verify_gpu = ipk_gpucheck_mode_parse(a)) < 0)
+				bad = ipk_cli_usage_error(&cli, "invalid --verify-gpu '%s' (auto, yes or no)", a);
+			break;
+		case OPT_GPU_CHECK: gpu_only = 1; break;
 		}
 		if (bad) {
 			status = cli.status ? cli.status : IPK_EXIT_USAGE;
@@ -752,6 +830,17 @@ static int cmd_migrate(int argc, char **argv)
 		goto done;
 	}
 	int roles = !!listen_addr + serve_stdio + !!c.to;
+	if (gpu_only) {
+		status = roles ? (ipk_cli_usage_error(&cli, "--gpu-check runs alone (not with --to, --listen or --serve-stdio)"),
+				  IPK_EXIT_USAGE)
+			       : gpu_check(&c);
+		goto done;
+	}
+	if (c.mo.engine == IPK_ENGINE_LIBVIRT && c.mo.verify_gpu == IPK_GPUCHECK_REQUIRE) {
+		status = (ipk_cli_usage_error(&cli, "--verify-gpu yes needs the save engine (no receiver runs on the target with --engine libvirt)"),
+			  IPK_EXIT_USAGE);
+		goto done;
+	}
 	if (roles != 1) {
 		status = (ipk_cli_usage_error(&cli, roles ? "give only one of --to, --listen and --serve-stdio"
 							  : "give --to URL (send) or --listen ADDR:PORT (receive)"),

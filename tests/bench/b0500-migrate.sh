@@ -90,17 +90,20 @@ print(int(float(t[0]) * u.get(t[1], 1)) if len(t) >= 2 else "")')
 back
 
 # ---- naive: save, copy, restore -------------------------------------------------
+# timestamps only between the steps (no python start-up inside the downtime)
 t=$(now)
 virsh -q -c "$U1" save "$D" "$tmp/a/naive.save" >/dev/null 2>"$tmp/err" || die "virsh save: $(cat "$tmp/err")"
-naive_save=$(since "$t")
 t2=$(now)
 cp "$tmp/a/naive.save" "$tmp/b/naive.save"
 sync "$tmp/b/naive.save"
-naive_copy=$(since "$t2")
-t2=$(now)
+t3=$(now)
 virsh -q -c "$U2" restore "$tmp/b/naive.save" >/dev/null 2>"$tmp/err" || die "virsh restore: $(cat "$tmp/err")"
-naive_restore=$(since "$t2")
-naive_down=$(since "$t")
+t4=$(now)
+diff_s() { python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 3))" "$1" "$2"; }
+naive_save=$(diff_s "$t" "$t2")
+naive_copy=$(diff_s "$t2" "$t3")
+naive_restore=$(diff_s "$t3" "$t4")
+naive_down=$(diff_s "$t" "$t4")
 naive_bytes=$(stat -c %s "$tmp/a/naive.save")
 rm -f "$tmp/a/naive.save" "$tmp/b/naive.save"
 virsh -q -c "$U2" define <(virsh -q -c "$U2" dumpxml "$D") >/dev/null 2>&1
@@ -128,7 +131,8 @@ naive = {"save_s": $naive_save, "copy_s": $naive_copy, "restore_s": $naive_resto
 ipkit = {"precopy_s": $pre_s, "precopy_bytes_wire": pre["bytes_wire"], "gap_s": $gap, "total_s": $ipkit_total,
          "downtime_s": cut["downtime_s"], "bytes_wire": cut["bytes_wire"], "image_bytes": cut.get("image_bytes"),
          "delta_bytes": cut.get("delta_bytes"), "full_image": cut["full_image"], "capture": cut.get("capture"),
-         "capture_pause_s": cut.get("capture_pause_s"), "phases": cut["seconds"]}
+         "capture_pause_s": cut.get("capture_pause_s"), "capture_stopped_s": cut.get("capture_stopped_s"), "phases": cut["seconds"],
+         "target_seconds": cut.get("target_seconds"), "streamed": cut.get("streamed")}
 ratios = {"downtime_vs_naive": round(ipkit["downtime_s"] / naive["downtime_s"], 3),
           "bytes_vs_naive": round(ipkit["bytes_wire"] / naive["bytes"], 4),
           "time_vs_native": round(ipkit["total_s"] / native["total_s"], 3)}
@@ -138,7 +142,9 @@ print("%-8s %10s %12s %14s" % ("path", "total s", "downtime s", "bytes (cut)"))
 print("%-8s %10.2f %12.3f %14d" % ("native", native["total_s"], native["downtime_s"], native["bytes"]))
 print("%-8s %10.2f %12.3f %14d" % ("naive", naive["downtime_s"], naive["downtime_s"], naive["bytes"]))
 print("%-8s %10.2f %12.3f %14d" % ("ip-migr", ipkit["total_s"], ipkit["downtime_s"], ipkit["bytes_wire"]))
-print("phases (s): %s" % ipkit["phases"])
+print("phases (s): %s; on the target: %s%s" % (ipkit["phases"], ipkit["target_seconds"],
+      " (apply streamed into the restore)" if ipkit["streamed"] else ""))
+print("naive: save %.2f s, copy %.2f s, restore %.2f s" % (naive["save_s"], naive["copy_s"], naive["restore_s"]))
 print("downtime/naive %.3f (goal <= 0.5), bytes/naive %.4f (goal <= 0.15), cut-over-to-verified/native %.3f (goal <= 1)"
       % (ratios["downtime_vs_naive"], ratios["bytes_vs_naive"], ratios["time_vs_native"]))
 PY
