@@ -215,6 +215,16 @@ double ipk_gaphist_survival(struct ipk_gaphist *h, double x)
 	return (double)(h->n - lo) / h->n;
 }
 
+long ipk_gaphist_sorted(struct ipk_gaphist *h, const double **g)
+{
+	if (!h->sorted && h->n) {
+		qsort(h->g, h->n, sizeof(double), cmp_double);
+		h->sorted = 1;
+	}
+	*g = h->g;
+	return h->n;
+}
+
 double ipk_gaphist_score(struct ipk_gaphist *h, double idle, double window)
 {
 	double se = ipk_gaphist_survival(h, idle);

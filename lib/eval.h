@@ -67,6 +67,9 @@ long ipk_gaphist_count(const struct ipk_gaphist *h);
 /* P(gap > x) over the gaps added so far. */
 double ipk_gaphist_survival(struct ipk_gaphist *h, double x);
 double ipk_gaphist_score(struct ipk_gaphist *h, double idle, double window);
+/* The gaps added so far, sorted ascending, in *g (owned by h, valid until
+ * the next ipk_gaphist_add); returns their number. */
+long ipk_gaphist_sorted(struct ipk_gaphist *h, const double **g);
 
 /* Logistic regression on nfeat features, fitted by Newton's method with an
  * L2 penalty l2 * |w|^2 / 2 (intercept not penalised). */

@@ -133,6 +133,11 @@ int ipk_model_encode(const struct ipk_model *m, unsigned char **buf, size_t *len
 		for (int k = 0; k < in->nwin; k++)
 			for (int i = 0; i <= IPK_MODEL_STACK_IN; i++)
 				put_f64(&b, in->stack_w[k][i]);
+		put_u32(&b, (uint32_t)in->gaps.n);
+		for (int i = 0; i < in->gaps.n; i++) {
+			put_f64(&b, in->gaps.len[i]);
+			put_u64(&b, (uint64_t)in->gaps.count[i]);
+		}
 	}
 	if (!b.oom) {
 		uint64_t total = b.n + 8;
@@ -225,8 +230,9 @@ static void get_str(struct rbuf *b, size_t n, char *dst, size_t cap)
 	dst[n] = '\0';
 }
 
-/* The output stage after the parameters into in; NULL or why it is bad. */
-static const char *get_stage(struct rbuf *b, struct ipk_model_info *in)
+/* The output stage after the parameters into in, of format version ver;
+ * NULL or why it is bad. */
+static const char *get_stage(struct rbuf *b, struct ipk_model_info *in, uint32_t ver)
 {
 	uint32_t kind = get_u32(b);
 	if (b->short_read)
@@ -245,12 +251,41 @@ static const char *get_stage(struct rbuf *b, struct ipk_model_info *in)
 	for (int k = 0; k < in->nwin && !b->short_read; k++)
 		for (int i = 0; i <= in->nfeat; i++)
 			in->lr_w[k][i] = get_f64(b);
+	/* version 2: the first six inputs, no histogram (weight 0 on it) */
+	const uint32_t want = ver == 2 ? 6 : IPK_MODEL_STACK_IN;
 	uint32_t ns = get_u32(b);
-	if (!b->short_read && ns != IPK_MODEL_STACK_IN)
+	if (!b->short_read && ns != want)
 		return "bad output stage: stacking size is not this build's";
-	for (int k = 0; k < in->nwin && !b->short_read; k++)
-		for (int i = 0; i <= IPK_MODEL_STACK_IN; i++)
+	for (int k = 0; k < in->nwin && !b->short_read; k++) {
+		for (uint32_t i = 0; i < want; i++)
 			in->stack_w[k][i] = get_f64(b);
+		for (int i = (int)want; i < IPK_MODEL_STACK_IN; i++)
+			in->stack_w[k][i] = 0;
+		in->stack_w[k][IPK_MODEL_STACK_IN] = get_f64(b);
+	}
+	in->gaps.n = 0;
+	if (ver >= 3) {
+		uint32_t ng = get_u32(b);
+		if (!b->short_read && ng > IPK_MODEL_MAX_GAPS)
+			return "bad output stage: gap histogram too large";
+		for (uint32_t i = 0; i < ng && !b->short_read; i++) {
+			double len = get_f64(b);
+			uint64_t cnt = get_u64(b);
+			if (b->short_read)
+				break;
+			if (!(len > 0) || !isfinite(len) || (i && !(len > in->gaps.len[i - 1])) || cnt < 1 ||
+			    cnt > ((uint64_t)1 << 52))
+				return "bad output stage: gap histogram lengths must be positive and ascending, counts >= 1";
+			in->gaps.len[i] = len;
+			in->gaps.count[i] = (double)cnt;
+		}
+		if (!b->short_read) {
+			in->gaps.n = (int)ng;
+			double t = 0;
+			for (int i = in->gaps.n - 1; i >= 0; i--)
+				in->gaps.tail[i] = t += in->gaps.count[i];
+		}
+	}
 	for (int k = 0; k < in->nwin && !b->short_read; k++) {
 		for (int i = 0; i <= in->nfeat; i++)
 			if (!isfinite(in->lr_w[k][i]))
@@ -273,11 +308,12 @@ struct ipk_model *ipk_model_decode(const unsigned char *buf, size_t len, const c
 	struct rbuf b = { .p = buf, .n = len, .pos = 8 };
 	uint32_t ver = get_u32(&b);
 	if (ver == 1)
-		return BAD("read model '%s': format version 1 is no longer supported (this build reads version %d, "
-			   "which adds the stacked output stage); retrain it with ip-train",
+		return BAD("read model '%s': format version 1 is no longer supported (this build reads versions 2 to "
+			   "%d, which add the stacked output stage); retrain it with ip-train",
 			   name, IPK_MODEL_VERSION);
-	if (ver != IPK_MODEL_VERSION)
-		return BAD("read model '%s': format version %" PRIu32 " is not supported (this build reads version %d)",
+	if (ver != 2 && ver != IPK_MODEL_VERSION)
+		return BAD("read model '%s': format version %" PRIu32 " is not supported (this build reads versions 2 "
+			   "to %d)",
 			   name, ver, IPK_MODEL_VERSION);
 	uint64_t total = get_u64(&b);
 	if (total > len)
@@ -358,7 +394,7 @@ struct ipk_model *ipk_model_decode(const unsigned char *buf, size_t len, const c
 				p[k] = f;
 			}
 			if (!why)
-				why = get_stage(&b, in);
+				why = get_stage(&b, in, ver);
 			if (!why && !b.short_read && b.pos != b.n)
 				why = "bytes left over after the output stage";
 			if (why || b.short_read) {
@@ -366,6 +402,10 @@ struct ipk_model *ipk_model_decode(const unsigned char *buf, size_t len, const c
 			} else {
 				ipk_lstm_sync(net);
 				m = ipk_model_new(in, net, err);
+				/* the id names the file read: a version 2 file
+				 * re-encodes as version 3, with another checksum */
+				if (m && ver != IPK_MODEL_VERSION)
+					snprintf(m->id, sizeof(m->id), "%s-%08" PRIx32, m->info.name, (uint32_t)(want >> 32));
 			}
 		}
 	}
@@ -395,7 +435,60 @@ static double sigmoid(double z)
 	return z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z));
 }
 
-void ipk_model_stack_inputs(double q, double r, double idle, double early_idle, float *z)
+void ipk_model_gaps_fit(struct ipk_model_gaps *gp, const double *g, long n)
+{
+	double q = 0; /* rounding step, 0: exact */
+	for (;;) {
+		int m = 0, fits = 1;
+		for (long i = 0; i < n; i++) {
+			double v = q > 0 ? ceil(g[i] / q) * q : g[i];
+			if (!(v > 0) || !isfinite(v))
+				continue;
+			if (m && v <= gp->len[m - 1] + 1e-9) {
+				gp->count[m - 1] += 1;
+				continue;
+			}
+			if (m == IPK_MODEL_MAX_GAPS) {
+				fits = 0;
+				break;
+			}
+			gp->len[m] = v;
+			gp->count[m++] = 1;
+		}
+		if (fits) {
+			gp->n = m;
+			break;
+		}
+		q = q > 0 ? q * 2 : 1.0 / 64;
+	}
+	double t = 0;
+	for (int i = gp->n - 1; i >= 0; i--)
+		gp->tail[i] = t += gp->count[i];
+}
+
+/* The number of gaps longer than x (with eval.c's slack on sums of
+ * timestamps). */
+static double gaps_above(const struct ipk_model_gaps *gp, double x)
+{
+	int lo = 0, hi = gp->n;
+	while (lo < hi) {
+		int mid = lo + (hi - lo) / 2;
+		if (gp->len[mid] > x + 1e-9)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo < gp->n ? gp->tail[lo] : 0;
+}
+
+double ipk_model_gaps_score(const struct ipk_model_gaps *gp, double idle, double window)
+{
+	if (!(idle > 0))
+		idle = 0;
+	return (gaps_above(gp, idle + window) + 0.5) / (gaps_above(gp, idle) + 1);
+}
+
+void ipk_model_stack_inputs(double q, double r, double h, double idle, double early_idle, float *z)
 {
 	double lq = clamp_logit(q), lr = clamp_logit(r), e = idle <= early_idle ? 1 : 0;
 	z[0] = (float)lq;
@@ -404,6 +497,7 @@ void ipk_model_stack_inputs(double q, double r, double idle, double early_idle, 
 	z[3] = (float)e;
 	z[4] = (float)(e * lq);
 	z[5] = (float)(e * lr);
+	z[6] = (float)clamp_logit(h);
 }
 
 void ipk_model_output(const struct ipk_model *m, const float *x, double idle, const float *q, float *p)
@@ -424,7 +518,8 @@ void ipk_model_info_output(const struct ipk_model_info *in, const float *x, doub
 		for (int i = 0; i < in->nfeat; i++)
 			a += w[i] * x[i];
 		float z[IPK_MODEL_STACK_IN];
-		ipk_model_stack_inputs(q[k], sigmoid(a), idle, in->early_idle, z);
+		ipk_model_stack_inputs(q[k], sigmoid(a), ipk_model_gaps_score(&in->gaps, idle, in->window[k]), idle,
+				       in->early_idle, z);
 		const double *v = in->stack_w[k];
 		double b = v[IPK_MODEL_STACK_IN];
 		for (int i = 0; i < IPK_MODEL_STACK_IN; i++)

@@ -2,10 +2,10 @@
  * around it (prediction windows, thresholds, the feature list and its
  * normalisation), stored in a versioned, checksummed, portable file.
  *
- * File format, version 2 (all integers and floats little-endian, floats
+ * File format, version 3 (all integers and floats little-endian, floats
  * IEEE-754; byte offsets from the start):
  *   0   8  magic "IPKMODEL"
- *   8   4  u32 format version (2)
+ *   8   4  u32 format version (3)
  *   12  8  u64 total file length in bytes, checksum included
  *   20  .. u32 n_in, hidden, layers, n_out
  *          n_out x f64 window (seconds), n_out x f64 threshold (0..1)
@@ -19,17 +19,32 @@
  *          1 stacked (below), then: f64 early_idle; u32 nlr (== nfeat),
  *          n_out x (nlr + 1) f64 logistic-regression weights (intercept
  *          last); u32 nstack (== IPK_MODEL_STACK_IN), n_out x (nstack + 1)
- *          f64 stacking weights (intercept last)
+ *          f64 stacking weights (intercept last); u32 ngap (at most
+ *          IPK_MODEL_MAX_GAPS), ngap x (f64 gap length in seconds, strictly
+ *          ascending and > 0; u64 number of gaps of that length, >= 1): the
+ *          idle-gap histogram
  *   end-8  u64 XXH64 (seed 0) of every byte before it
- * Version 1 (no output stage) is refused with a message saying to retrain.
+ * Version 2 (6 stacking inputs, no gap histogram) is still read: its
+ * stacking weights are those of version 3 with weight 0 on the histogram's
+ * input, so it predicts exactly as before. Version 1 (no output stage) is
+ * refused with a message saying to retrain.
  *
  * Stacked output of window k (ipk_model_output): with x the normalised
  * features, q the network's output, r = sigmoid(lr_w[k] . x + lr_w[k][nlr])
- * (a logistic regression on the features), e = 1 when idle <= early_idle
- * else 0, and z = (logit q, logit r, log1p(idle), e, e logit q, e logit r)
- * (logits of values clamped to 1e-6..1-1e-6), the probability is
- * sigmoid(stack_w[k] . z + stack_w[k][nstack]). ip-train fits lr_w on the
- * training users and stack_w on the validation users only.
+ * (a logistic regression on the features), h the gap histogram's
+ * probability of no input within the window (ipk_model_gaps_score), e = 1
+ * when idle <= early_idle else 0, and z = (logit q, logit r, log1p(idle),
+ * e, e logit q, e logit r, logit h) (logits of values clamped to
+ * 1e-6..1-1e-6), the probability is sigmoid(stack_w[k] . z +
+ * stack_w[k][nstack]). ip-train fits lr_w and the histogram on the
+ * training users and stack_w on outputs for users they were not fitted on
+ * (validation users, or every user out of fold).
+ * The gap histogram: the lengths of the idle gaps (time between two
+ * consecutive intervals with input) seen in training. With C(x) the number
+ * of gaps longer than x, h = (C(idle + W) + 1/2) / (C(idle) + 1): the
+ * hybrid-histogram baseline's survival ratio C(idle + W) / C(idle)
+ * (eval.h), smoothed so that it stays inside (0, 1) and is 1/2 once idle
+ * reaches past every gap seen.
  * The checksum covers the whole file, so any changed byte is detected.
  * A reader refuses a file whose magic, version, length, checksum or sizes
  * are wrong, naming the file and the reason.
@@ -46,10 +61,21 @@
 #include "ipk.h"
 #include "lstm.h"
 
-#define IPK_MODEL_VERSION 2
-#define IPK_MODEL_STACK_IN 6
+#define IPK_MODEL_VERSION 3
+#define IPK_MODEL_STACK_IN 7
+#define IPK_MODEL_MAX_GAPS 1024
 #define IPK_MODEL_MAX_FEAT 256
 #define IPK_MODEL_FEAT_NAME 32
+
+/* The idle-gap histogram (above): n distinct gap lengths, ascending, and
+ * how many gaps had each; tail[i] = count[i] + ... + count[n - 1] (derived,
+ * not stored). */
+struct ipk_model_gaps {
+	int n;
+	double len[IPK_MODEL_MAX_GAPS];
+	double count[IPK_MODEL_MAX_GAPS];
+	double tail[IPK_MODEL_MAX_GAPS];
+};
 
 /* Everything in the file besides the network's parameters. */
 struct ipk_model_info {
@@ -66,6 +92,7 @@ struct ipk_model_info {
 	double early_idle;                        /* stacked: the "early" indicator's limit, s */
 	double lr_w[IPK_LSTM_MAX_OUT][IPK_MODEL_MAX_FEAT + 1];  /* stacked: per window */
 	double stack_w[IPK_LSTM_MAX_OUT][IPK_MODEL_STACK_IN + 1]; /* stacked: per window */
+	struct ipk_model_gaps gaps;               /* stacked: the idle-gap histogram */
 };
 
 struct ipk_model;
@@ -86,8 +113,17 @@ void ipk_model_output(const struct ipk_model *m, const float *x, double idle, co
 void ipk_model_info_output(const struct ipk_model_info *in, const float *x, double idle, const float *q, float *p);
 
 /* The stacking inputs z (IPK_MODEL_STACK_IN) of window k from the network's
- * output q and the regression's r (both probabilities) and idle. */
-void ipk_model_stack_inputs(double q, double r, double idle, double early_idle, float *z);
+ * output q, the regression's r, the gap histogram's h (probabilities) and
+ * idle. */
+void ipk_model_stack_inputs(double q, double r, double h, double idle, double early_idle, float *z);
+
+/* The gap histogram from n gap lengths g sorted ascending (n may be 0).
+ * When they hold more than IPK_MODEL_MAX_GAPS distinct lengths, lengths are
+ * rounded up to a multiple of the smallest power of two (from 1/64 s) that
+ * leaves at most that many. */
+void ipk_model_gaps_fit(struct ipk_model_gaps *gp, const double *g, long n);
+/* The histogram's h (above) for idle seconds and window W: in (0, 1). */
+double ipk_model_gaps_score(const struct ipk_model_gaps *gp, double idle, double window);
 
 /* "NAME-XXXXXXXX": the name and the high 32 bits of the checksum of the
  * model's encoding (the file's checksum), computed at creation. */

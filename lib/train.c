@@ -167,19 +167,20 @@ static void predict_val(const struct ipk_dataset *d, struct work *w, struct ipk_
 	}
 }
 
-/* The validation score epochs are chosen on: per window, the mean of the
+/* The selection score epochs are chosen on: per window, the mean of the
  * all-step PR-AUC, the early-step PR-AUC and the early-step ROC-AUC (the
  * early steps are where a model can beat the timer); averaged over windows.
- * Windows without early positives count their all-step PR-AUC only. */
-static double val_score(struct work *w, int nwin)
+ * Windows without early positives count their all-step PR-AUC only. pred,
+ * y and ye hold n steps of nwin values; scratch n doubles. */
+static double sel_score(const double *pred, const float *y, const float *ye, long n, int nwin, double *scratch)
 {
 	double s = 0;
 	for (int j = 0; j < nwin; j++) {
 		struct ipk_metrics m, e;
-		for (long k = 0; k < w->nval; k++)
-			w->score[k] = w->pred[k * nwin + j];
-		if (ipk_metrics_compute(w->score, w->yval + j, nwin, w->nval, 1, &m, NULL) < 0 || isnan(m.pr_auc) ||
-		    ipk_metrics_compute(w->score, w->yearly + j, nwin, w->nval, 1, &e, NULL) < 0)
+		for (long k = 0; k < n; k++)
+			scratch[k] = pred[k * nwin + j];
+		if (ipk_metrics_compute(scratch, y + j, nwin, n, 1, &m, NULL) < 0 || isnan(m.pr_auc) ||
+		    ipk_metrics_compute(scratch, ye + j, nwin, n, 1, &e, NULL) < 0)
 			return NAN;
 		if (isnan(e.pr_auc) || isnan(e.roc_auc))
 			s += m.pr_auc;
@@ -189,11 +190,19 @@ static double val_score(struct work *w, int nwin)
 	return s / nwin;
 }
 
-/* The stacked output stage (model.h) into info: per window, a logistic
- * regression on the features fitted on the training steps, then the
- * stacking regression on the validation steps' network outputs (w->pred,
- * replaced by the stacked probabilities). */
-static int fit_stack(const struct ipk_train_opts *o, struct work *w, struct ipk_model_info *info, struct ipk_err *err)
+/* The selection score of the validation steps (w->pred). */
+static double val_score(struct work *w, int nwin)
+{
+	return sel_score(w->pred, w->yval, w->yearly, w->nval, nwin, w->score);
+}
+
+/* The stacked output stage (model.h) into info: the gap histogram (gh, the
+ * training users' gaps) and per window a logistic regression on the
+ * features fitted on the training steps, then the stacking regression on
+ * the validation steps' network outputs (w->pred, replaced by the stacked
+ * probabilities). */
+static int fit_stack(const struct ipk_train_opts *o, struct work *w, struct ipk_gaphist *gh,
+		     struct ipk_model_info *info, struct ipk_err *err)
 {
 	const int F = IPK_FEAT_COUNT, nwin = o->nwin, S = IPK_MODEL_STACK_IN;
 	float *z = malloc(sizeof(float) * (w->nval ? w->nval : 1) * S);
@@ -201,7 +210,11 @@ static int fit_stack(const struct ipk_train_opts *o, struct work *w, struct ipk_
 		return ipk_err_set(err, IPK_EXIT_OSERR, "train model: out of memory");
 	info->stacked = 1;
 	info->early_idle = o->early_idle;
+	const double *g;
+	long ng = ipk_gaphist_sorted(gh, &g);
+	ipk_model_gaps_fit(&info->gaps, g, ng);
 	for (int j = 0; j < nwin; j++) {
+		info->window[j] = o->window[j];
 		struct ipk_logreg lr, st;
 		struct ipk_err e2 = { 0 };
 		memset(info->lr_w[j], 0, sizeof(info->lr_w[j]));
@@ -215,7 +228,8 @@ static int fit_stack(const struct ipk_train_opts *o, struct work *w, struct ipk_
 			continue;
 		}
 		for (long k = 0; k < w->nval; k++)
-			ipk_model_stack_inputs(w->pred[k * nwin + j], ipk_logreg_predict(&lr, w->xval + k * F), w->idle[k],
+			ipk_model_stack_inputs(w->pred[k * nwin + j], ipk_logreg_predict(&lr, w->xval + k * F),
+					       ipk_model_gaps_score(&info->gaps, w->idle[k], o->window[j]), w->idle[k],
 					       o->early_idle, z + k * S);
 		if (ipk_logreg_fit(&st, z, S, w->yval + j, nwin, w->nval, 1e-3, &e2) < 0) {
 			if (e2.code != IPK_EXIT_DATAERR)
@@ -244,6 +258,479 @@ fail:
 	return ipk_err_set(err, IPK_EXIT_OSERR, "train model: out of memory");
 }
 
+/* Cross-fitting (ipk_train_opts.cross_fit): every user is a fold. */
+struct cfwork {
+	int nser, nu;
+	int *uof;                   /* per series: its user's index */
+	long *off;                  /* per series: its first row */
+	long ustart[257];           /* rows of user u: ustart[u] .. ustart[u + 1] - 1 */
+	float **x, **y;             /* per series: normalised features, labels */
+	struct ipk_lstm_seq *seqs;
+	long n;                     /* rows: every step, grouped by user */
+	float *yall, *yearly;       /* [n][nwin] labels, early-step labels */
+	double *idle;               /* [n] */
+	float *q;                   /* [epochs][n][nwin] the folds' network outputs */
+	double *r, *h, *pn, *pd;    /* [n][nwin] out of fold: regression, histogram, stacked; scratch */
+	double *hs;                 /* [n][nwin] out of fold: the model's smoothed histogram (model.h) */
+	double *fs, *scratch;       /* [users][epochs] fold scores; [n] */
+	float *xr, *yr;             /* [n][F], [n][nwin] training rows */
+	float *z, *ytmp;            /* [n][IPK_MODEL_STACK_IN], [n] */
+};
+
+static void cfwork_free(struct cfwork *c)
+{
+	for (int i = 0; i < c->nser; i++) {
+		if (c->x)
+			free(c->x[i]);
+		if (c->y)
+			free(c->y[i]);
+	}
+	free(c->x);
+	free(c->y);
+	free(c->uof);
+	free(c->off);
+	free(c->seqs);
+	free(c->yall);
+	free(c->yearly);
+	free(c->idle);
+	free(c->q);
+	free(c->r);
+	free(c->h);
+	free(c->hs);
+	free(c->pn);
+	free(c->pd);
+	free(c->fs);
+	free(c->scratch);
+	free(c->xr);
+	free(c->yr);
+	free(c->z);
+	free(c->ytmp);
+}
+
+/* Fit the normalisation on every series but user f's (f < 0: all) into
+ * mean/scale and apply it to every series. */
+static void cf_normalise(const struct ipk_dataset *d, struct cfwork *c, int f, float *mean, float *scale)
+{
+	const int F = IPK_FEAT_COUNT;
+	struct ipk_norm_acc acc;
+	ipk_norm_fit_begin(&acc);
+	for (int i = 0; i < d->n; i++)
+		if (c->uof[i] != f)
+			for (long t = 0; t < d->s[i].n; t++)
+				ipk_norm_fit_add(&acc, d->s[i].raw + t * F);
+	ipk_norm_fit_end(&acc, mean, scale);
+	for (int i = 0; i < d->n; i++)
+		for (long t = 0; t < d->s[i].n; t++)
+			ipk_norm_apply(mean, scale, F, d->s[i].raw + t * F, c->x[i] + t * F);
+}
+
+/* The rows of every user but f (f < 0: all) into c->xr/c->yr, sequences
+ * into c->seqs; returns the number of rows, *nseq the sequences. */
+static long cf_gather(const struct ipk_dataset *d, struct cfwork *c, int f, int nwin, int *nseq)
+{
+	const int F = IPK_FEAT_COUNT;
+	long nr = 0;
+	int ns = 0;
+	for (int u = 0; u < c->nu; u++)
+		for (int i = 0; i < d->n; i++) {
+			if (c->uof[i] != u || u == f)
+				continue;
+			long len = d->s[i].n;
+			c->seqs[ns++] = (struct ipk_lstm_seq){ c->x[i], c->y[i], (int)len };
+			memcpy(c->xr + nr * F, c->x[i], sizeof(float) * len * F);
+			memcpy(c->yr + nr * nwin, c->y[i], sizeof(float) * len * nwin);
+			nr += len;
+		}
+	*nseq = ns;
+	return nr;
+}
+
+/* Stream user f's series through net; outputs into q (rows as c's). */
+static void cf_predict(const struct ipk_dataset *d, struct cfwork *c, struct ipk_lstm *net, int f, int nwin, float *q)
+{
+	float p[IPK_LSTM_MAX_OUT];
+	for (int i = 0; i < d->n; i++) {
+		if (c->uof[i] != f)
+			continue;
+		struct ipk_lstm_state *st = ipk_lstm_state_new(net);
+		for (long t = 0; t < d->s[i].n; t++) {
+			long k = c->off[i] + t;
+			if (st)
+				ipk_lstm_step(net, &st, 1, c->x[i] + t * IPK_FEAT_COUNT, p);
+			for (int j = 0; j < nwin; j++)
+				q[k * nwin + j] = st ? p[j] : NAN;
+		}
+		ipk_lstm_state_free(st);
+	}
+}
+
+static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const struct ipk_dataset *d,
+					ipk_train_progress cb, void *cbarg, struct ipk_train_report *rep,
+					struct ipk_err *err)
+{
+	const int F = IPK_FEAT_COUNT, nwin = o->nwin, S = IPK_MODEL_STACK_IN, E = o->epochs;
+	struct cfwork c;
+	memset(&c, 0, sizeof(c));
+	struct ipk_model *model = NULL;
+	struct ipk_lstm *net = NULL;
+	struct ipk_lstm_trainer *tr = NULL;
+	struct ipk_gaphist *gh = NULL;
+	struct ipk_model_info *info = calloc(1, sizeof(*info));
+	char (*users)[64] = malloc(256 * 64);
+	int rok[IPK_LSTM_MAX_OUT], stok[IPK_LSTM_MAX_OUT];
+	if (!info || !users)
+		goto oom;
+	if (o->val_users) {
+		ipk_err_set(err, IPK_EXIT_USAGE,
+			    "split users '%s': cross-fitting makes every user a fold; validation users do not apply",
+			    o->val_users);
+		goto fail;
+	}
+	if (E < 1) {
+		ipk_err_set(err, IPK_EXIT_USAGE, "cross-fit 'epochs 0': the folds choose among one epoch or more");
+		goto fail;
+	}
+	int nu = ipk_dataset_users(d, users, 256);
+	if (nu > 256) {
+		ipk_err_set(err, IPK_EXIT_DATAERR, "split users '%d users': at most 256 supported", nu);
+		goto fail;
+	}
+	if (nu < 2) {
+		ipk_err_set(err, IPK_EXIT_DATAERR,
+			    "split users '%s': the samples name %d user(s); cross-fitting needs two or more",
+			    nu ? users[0] : "", nu);
+		goto fail;
+	}
+	c.nser = d->n;
+	c.nu = nu;
+	c.uof = malloc(sizeof(int) * (d->n ? d->n : 1));
+	c.off = malloc(sizeof(long) * (d->n ? d->n : 1));
+	c.x = calloc(d->n ? d->n : 1, sizeof(float *));
+	c.y = calloc(d->n ? d->n : 1, sizeof(float *));
+	c.seqs = malloc(sizeof(*c.seqs) * (d->n ? d->n : 1));
+	if (!c.uof || !c.off || !c.x || !c.y || !c.seqs)
+		goto oom;
+	for (int i = 0; i < d->n; i++)
+		for (int u = 0; u < nu; u++)
+			if (!strcmp(d->s[i].user, users[u]))
+				c.uof[i] = u;
+	for (int u = 0; u < nu; u++) {
+		c.ustart[u] = c.n;
+		for (int i = 0; i < d->n; i++)
+			if (c.uof[i] == u) {
+				c.off[i] = c.n;
+				c.n += d->s[i].n;
+			}
+	}
+	for (int u = nu; u <= 256; u++)
+		c.ustart[u] = c.n;
+	const long N = c.n;
+	if (!N) {
+		ipk_err_set(err, IPK_EXIT_DATAERR, "train model 'lstm': no samples");
+		goto fail;
+	}
+	size_t nq = (size_t)E * (size_t)N * (size_t)nwin;
+	if (nq / (size_t)E / (size_t)N != (size_t)nwin)
+		goto oom;
+	c.yall = malloc(sizeof(float) * N * nwin);
+	c.yearly = malloc(sizeof(float) * N * nwin);
+	c.idle = malloc(sizeof(double) * N);
+	c.q = malloc(sizeof(float) * nq);
+	c.r = malloc(sizeof(double) * N * nwin);
+	c.h = malloc(sizeof(double) * N * nwin);
+	c.hs = malloc(sizeof(double) * N * nwin);
+	c.pn = malloc(sizeof(double) * N * nwin);
+	c.pd = malloc(sizeof(double) * N * nwin);
+	c.fs = malloc(sizeof(double) * nu * E);
+	c.scratch = malloc(sizeof(double) * N);
+	c.xr = malloc(sizeof(float) * N * F);
+	c.yr = malloc(sizeof(float) * N * nwin);
+	c.z = malloc(sizeof(float) * N * S);
+	c.ytmp = malloc(sizeof(float) * N);
+	if (!c.yall || !c.yearly || !c.idle || !c.q || !c.r || !c.h || !c.hs || !c.pn || !c.pd || !c.fs || !c.scratch ||
+	    !c.xr || !c.yr || !c.z || !c.ytmp)
+		goto oom;
+	for (int i = 0; i < d->n; i++) {
+		const struct ipk_series *s = &d->s[i];
+		c.x[i] = malloc(sizeof(float) * (s->n ? s->n : 1) * F);
+		c.y[i] = malloc(sizeof(float) * (s->n ? s->n : 1) * nwin);
+		if (!c.x[i] || !c.y[i])
+			goto oom;
+		ipk_label_windows(s->ts, s->events, s->n, o->window, nwin, c.y[i]);
+		memcpy(c.yall + c.off[i] * nwin, c.y[i], sizeof(float) * s->n * nwin);
+		memcpy(c.idle + c.off[i], s->idle, sizeof(double) * s->n);
+	}
+	for (long k = 0; k < N; k++)
+		for (int j = 0; j < nwin; j++)
+			c.yearly[k * nwin + j] = c.idle[k] <= o->early_idle ? c.yall[k * nwin + j] : -1.0f;
+	for (int u = 0; u < nu; u++) {
+		const char *sep = u ? "," : "";
+		size_t l = strlen(rep->train_users);
+		snprintf(rep->train_users + l, sizeof(rep->train_users) - l, "%s%s", sep, users[u]);
+		l = strlen(rep->val_users);
+		snprintf(rep->val_users + l, sizeof(rep->val_users) - l, "%s%s", sep, users[u]);
+	}
+	rep->train_steps = rep->val_steps = N;
+	rep->folds = nu;
+	for (long k = 0; k < N * nwin; k++)
+		c.r[k] = c.h[k] = c.hs[k] = NAN;
+	for (int j = 0; j < nwin; j++)
+		rok[j] = 1;
+
+	/* the folds: each user predicted by a network, a regression and a
+	 * histogram fitted without it */
+	struct ipk_lstm_shape sh = { .n_in = F, .hidden = o->hidden, .layers = o->layers, .n_out = nwin };
+	struct ipk_lstm_train_opts lo = o->lstm;
+	lo.seed = o->seed;
+	double tfold = 0;
+	for (int f = 0; f < nu; f++) {
+		char stage[128];
+		snprintf(stage, sizeof(stage), "fold %d/%d (%.64s out)", f + 1, nu, users[f]);
+		cf_normalise(d, &c, f, info->mean, info->scale);
+		int ns;
+		long nr = cf_gather(d, &c, f, nwin, &ns);
+		if (!(net = ipk_lstm_new(&sh, err)))
+			goto fail;
+		ipk_lstm_init(net, o->seed);
+		if (!(tr = ipk_lstm_trainer_new(net, &lo, err)))
+			goto fail;
+		long a = c.ustart[f], nf = c.ustart[f + 1] - a;
+		for (int e = 0; e < E; e++) {
+			double t0 = ipk_mono();
+			double loss = ipk_lstm_train_epoch(tr, c.seqs, ns, err);
+			if (loss < 0)
+				goto fail;
+			double dt = ipk_mono() - t0;
+			tfold += dt;
+			float *qe = c.q + (size_t)e * N * nwin;
+			cf_predict(d, &c, net, f, nwin, qe);
+			for (long k = 0; k < nf * nwin; k++)
+				c.pd[k] = qe[a * nwin + k];
+			double vs = sel_score(c.pd, c.yall + a * nwin, c.yearly + a * nwin, nf, nwin, c.scratch);
+			c.fs[f * E + e] = vs;
+			if (cb)
+				cb(cbarg, stage, e + 1, loss, vs, dt);
+		}
+		ipk_lstm_trainer_free(tr);
+		tr = NULL;
+		ipk_lstm_free(net);
+		net = NULL;
+		if (o->stack || o->baselines)
+			for (int j = 0; j < nwin; j++) {
+				struct ipk_logreg lr;
+				struct ipk_err e2 = { 0 };
+				if (ipk_logreg_fit(&lr, c.xr, F, c.yr + j, nwin, nr, 1e-3, &e2) < 0) {
+					if (e2.code != IPK_EXIT_DATAERR)
+						goto oom;
+					rok[j] = 0;
+					continue;
+				}
+				for (int i = 0; i < d->n; i++)
+					if (c.uof[i] == f)
+						for (long t = 0; t < d->s[i].n; t++)
+							c.r[(c.off[i] + t) * nwin + j] =
+								ipk_logreg_predict(&lr, c.x[i] + t * F);
+			}
+		if (o->baselines || o->stack) {
+			if (!(gh = ipk_gaphist_new()))
+				goto oom;
+			for (int i = 0; i < d->n; i++)
+				if (c.uof[i] != f && ipk_gaphist_add_session(gh, d->s[i].ts, d->s[i].events, d->s[i].n) < 0)
+					goto oom;
+			const double *g;
+			long ng = ipk_gaphist_sorted(gh, &g);
+			ipk_model_gaps_fit(&info->gaps, g, ng); /* this fold's; the final one replaces it */
+			for (long k = a; k < a + nf; k++)
+				for (int j = 0; j < nwin; j++) {
+					c.h[k * nwin + j] = ipk_gaphist_score(gh, c.idle[k], o->window[j]);
+					c.hs[k * nwin + j] = ipk_model_gaps_score(&info->gaps, c.idle[k], o->window[j]);
+				}
+			ipk_gaphist_free(gh);
+			gh = NULL;
+		}
+	}
+	rep->fold_epoch_seconds = tfold / ((double)nu * E);
+
+	/* the epoch: the best mean of the folds' scores */
+	int be = 0;
+	double best = NAN;
+	for (int e = 0; e < E; e++) {
+		double sum = 0;
+		int cnt = 0;
+		for (int f = 0; f < nu; f++)
+			if (!isnan(c.fs[f * E + e])) {
+				sum += c.fs[f * E + e];
+				cnt++;
+			}
+		double m = cnt ? sum / cnt : NAN;
+		if (e == 0 || m > best || (isnan(best) && !isnan(m))) {
+			best = m;
+			be = e;
+		}
+	}
+	rep->best_epoch = be + 1;
+	const float *qb = c.q + (size_t)be * N * nwin;
+
+	/* the stacking stage on every user's out-of-fold outputs; pn: each
+	 * user's stacked probabilities from a stage fitted without it (the
+	 * report); pd: the final stage's (the thresholds) */
+	info->stacked = o->stack;
+	info->early_idle = o->early_idle;
+	for (int j = 0; j < nwin; j++) {
+		memset(info->lr_w[j], 0, sizeof(info->lr_w[j]));
+		memset(info->stack_w[j], 0, sizeof(info->stack_w[j]));
+		info->stack_w[j][0] = 1;
+		stok[j] = 0;
+		for (long k = 0; k < N; k++)
+			c.pn[k * nwin + j] = c.pd[k * nwin + j] = qb[k * nwin + j];
+		if (!o->stack || !rok[j])
+			continue;
+		for (long k = 0; k < N; k++)
+			ipk_model_stack_inputs(qb[k * nwin + j], c.r[k * nwin + j], c.hs[k * nwin + j], c.idle[k],
+					       o->early_idle, c.z + k * S);
+		struct ipk_logreg st;
+		struct ipk_err e2 = { 0 };
+		if (ipk_logreg_fit(&st, c.z, S, c.yall + j, nwin, N, 1e-3, &e2) < 0) {
+			if (e2.code != IPK_EXIT_DATAERR)
+				goto oom;
+			continue;
+		}
+		stok[j] = 1;
+		for (int i = 0; i <= S; i++)
+			info->stack_w[j][i] = st.w[i];
+		for (long k = 0; k < N; k++)
+			c.pd[k * nwin + j] = ipk_logreg_predict(&st, c.z + k * S);
+		for (int f = 0; f < nu; f++) {
+			struct ipk_logreg sf;
+			long a = c.ustart[f], b = c.ustart[f + 1];
+			for (long k = 0; k < N; k++)
+				c.ytmp[k] = k >= a && k < b ? -1.0f : c.yall[k * nwin + j];
+			if (ipk_logreg_fit(&sf, c.z, S, c.ytmp, 1, N, 1e-3, &e2) < 0) {
+				if (e2.code != IPK_EXIT_DATAERR)
+					goto oom;
+				continue;
+			}
+			for (long k = a; k < b; k++)
+				c.pn[k * nwin + j] = ipk_logreg_predict(&sf, c.z + k * S);
+		}
+	}
+	for (int j = 0; j < nwin; j++) {
+		info->window[j] = o->window[j];
+		for (long k = 0; k < N; k++)
+			c.scratch[k] = c.pd[k * nwin + j];
+		double th = ipk_threshold_at_precision(c.scratch, c.yall + j, nwin, N, 0.9, NULL);
+		info->threshold[j] = isnan(th) ? 0.5 : th;
+	}
+
+	/* the final model: everything refitted on every user, the network for
+	 * the chosen number of epochs, the stacking weights kept */
+	cf_normalise(d, &c, -1, info->mean, info->scale);
+	if (o->stack) {
+		if (!(gh = ipk_gaphist_new()))
+			goto oom;
+		for (int i = 0; i < d->n; i++)
+			if (ipk_gaphist_add_session(gh, d->s[i].ts, d->s[i].events, d->s[i].n) < 0)
+				goto oom;
+		const double *g;
+		long ng = ipk_gaphist_sorted(gh, &g);
+		ipk_model_gaps_fit(&info->gaps, g, ng);
+		ipk_gaphist_free(gh);
+		gh = NULL;
+	} else {
+		info->gaps.n = 0;
+	}
+	int ns;
+	long nr = cf_gather(d, &c, -1, nwin, &ns);
+	if (!(net = ipk_lstm_new(&sh, err)))
+		goto fail;
+	ipk_lstm_init(net, o->seed);
+	if (!(tr = ipk_lstm_trainer_new(net, &lo, err)))
+		goto fail;
+	double tsum = 0;
+	for (int e = 0; e <= be; e++) {
+		double t0 = ipk_mono();
+		double loss = ipk_lstm_train_epoch(tr, c.seqs, ns, err);
+		if (loss < 0)
+			goto fail;
+		double dt = ipk_mono() - t0;
+		tsum += dt;
+		if (cb)
+			cb(cbarg, "final (every user)", e + 1, loss, NAN, dt);
+	}
+	rep->epoch_seconds = tsum / (be + 1);
+	for (int j = 0; j < nwin; j++) {
+		if (!stok[j])
+			continue;
+		struct ipk_logreg lr;
+		struct ipk_err e2 = { 0 };
+		if (ipk_logreg_fit(&lr, c.xr, F, c.yr + j, nwin, nr, 1e-3, &e2) < 0) {
+			if (e2.code != IPK_EXIT_DATAERR)
+				goto oom;
+			memset(info->stack_w[j], 0, sizeof(info->stack_w[j]));
+			info->stack_w[j][0] = 1;
+			continue;
+		}
+		for (int i = 0; i <= F; i++)
+			info->lr_w[j][i] = lr.w[i];
+	}
+	info->nwin = nwin;
+	info->nfeat = F;
+	for (int i = 0; i < F; i++)
+		snprintf(info->feat[i], IPK_MODEL_FEAT_NAME, "%s", ipk_feat_name(i));
+	snprintf(info->name, sizeof(info->name), "lstm-h%d-l%d", o->hidden, o->layers);
+	snprintf(info->meta, sizeof(info->meta),
+		 "ip-train seed %llu, epochs %d (best %d over %d user folds), batch %d, bptt %d, lr %g%s; "
+		 "train users %.180s; cross-fitted: every user scored out of fold",
+		 (unsigned long long)o->seed, E, be + 1, nu, lo.batch, lo.bptt, lo.lr,
+		 o->stack ? ", stacked on out-of-fold outputs" : "", rep->train_users);
+
+	/* the report: every user out of fold, the model and the baselines on
+	 * the same steps */
+	for (int j = 0; j < nwin; j++) {
+		int npred = o->baselines ? 4 : 1;
+		for (int p = 0; p < npred; p++) {
+			const char *name = p == 0 ? "lstm" : p == 1 ? "idle-timer" : p == 2 ? "hybrid-histogram" : "logistic";
+			if (p == 3 && !rok[j])
+				continue;
+			for (long k = 0; k < N; k++)
+				c.scratch[k] = p == 0 ? c.pn[k * nwin + j]
+					     : p == 1 ? c.idle[k]
+					     : p == 2 ? c.h[k * nwin + j]
+						      : c.r[k * nwin + j];
+			for (int sub = 0; sub < 2; sub++) {
+				struct ipk_metrics m;
+				if (ipk_metrics_compute(c.scratch, (sub ? c.yearly : c.yall) + j, nwin, N, p != 1, &m,
+							err) < 0)
+					goto fail;
+				if (add_row(rep, name, o->window[j], sub ? "early" : "all", &m) < 0)
+					goto oom;
+			}
+		}
+	}
+	model = ipk_model_new(info, net, err);
+	net = NULL;
+	if (!model)
+		goto fail;
+	ipk_lstm_trainer_free(tr);
+	cfwork_free(&c);
+	free(users);
+	free(info);
+	return model;
+oom:
+	ipk_err_set(err, IPK_EXIT_OSERR, "train model: out of memory");
+fail:
+	if (err && !err->code)
+		ipk_err_set(err, IPK_EXIT_OSERR, "train model: out of memory");
+	ipk_gaphist_free(gh);
+	ipk_lstm_trainer_free(tr);
+	ipk_lstm_free(net);
+	cfwork_free(&c);
+	free(users);
+	free(info);
+	ipk_train_report_free(rep);
+	return NULL;
+}
+
 struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk_dataset *d, ipk_train_progress cb,
 				void *cbarg, struct ipk_train_report *rep, struct ipk_err *err)
 {
@@ -251,6 +738,8 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 	struct work w;
 	memset(&w, 0, sizeof(w));
 	memset(rep, 0, sizeof(*rep));
+	if (o->cross_fit)
+		return train_crossfit(o, d, cb, cbarg, rep, err);
 	struct ipk_model *model = NULL;
 	struct ipk_lstm *net = NULL;
 	struct ipk_lstm_trainer *tr = NULL;
@@ -344,7 +833,7 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 			memcpy(w.best, ipk_lstm_params(net), sizeof(double) * np);
 		}
 		if (cb)
-			cb(cbarg, e, loss, vs, dt);
+			cb(cbarg, NULL, e, loss, vs, dt);
 	}
 	rep->epoch_seconds = o->epochs ? tsum / o->epochs : 0;
 	if (o->epochs)
@@ -368,7 +857,16 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 	}
 	info->nwin = nwin;
 	info->nfeat = F;
-	if (o->stack && fit_stack(o, &w, info, err) < 0)
+	/* the gap histogram of the training users: a stacking input and a
+	 * baseline */
+	if (o->baselines || o->stack) {
+		if (!(gh = ipk_gaphist_new()))
+			goto oom;
+		for (int i = 0; i < d->n; i++)
+			if (!w.is_val[i] && ipk_gaphist_add_session(gh, d->s[i].ts, d->s[i].events, d->s[i].n) < 0)
+				goto oom;
+	}
+	if (o->stack && fit_stack(o, &w, gh, info, err) < 0)
 		goto fail;
 
 	/* the model file's contents */
@@ -389,13 +887,6 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 		 rep->val_users);
 
 	/* evaluation on the validation users */
-	if (o->baselines) {
-		if (!(gh = ipk_gaphist_new()))
-			goto oom;
-		for (int i = 0; i < d->n; i++)
-			if (!w.is_val[i] && ipk_gaphist_add_session(gh, d->s[i].ts, d->s[i].events, d->s[i].n) < 0)
-				goto oom;
-	}
 	int bad = 0;
 	for (int j = 0; j < nwin && !bad; j++) {
 		int npred = o->baselines ? 4 : 1;
@@ -766,7 +1257,12 @@ out:
 
 void ipk_train_report_table(FILE *f, const struct ipk_train_report *r)
 {
-	if (r->nlead)
+	if (r->folds && !r->nlead)
+		fprintf(f,
+			"cross-fitted over %d user folds: users %s (%ld steps), each scored by models fitted without it; "
+			"best epoch %d\n",
+			r->folds, r->val_users, r->val_steps, r->best_epoch);
+	else if (r->nlead)
 		fprintf(f, "scored users %s (%ld steps); baselines fitted on %s (%ld steps)\n", r->val_users, r->val_steps,
 			r->train_users[0] ? r->train_users : "--baseline-train or nothing", r->train_steps);
 	else if (r->train_users[0])

@@ -2,10 +2,12 @@
  * split by user, normalisation fitted on the training users, LSTM training
  * with the epoch chosen on the validation users, the stacked output stage
  * (model.h: the network combined with a logistic regression on the
- * features, fitted on the training users, by a per-window logistic
- * regression fitted on the validation users), decision thresholds, and
- * the evaluation of the model and the three baselines on the validation
- * users (all steps, and early steps: input within the last 2 s).
+ * features and the idle-gap histogram, both fitted on the training users,
+ * by a per-window logistic
+ * regression fitted on the validation users, or cross-fitted by user),
+ * decision thresholds, and the evaluation of the model and the three
+ * baselines on the validation users, or on every user out of fold (all
+ * steps, and early steps: input within the last 2 s).
  *
  * Ownership: ipk_train_run() returns a model the caller frees with
  * ipk_model_free(); the report's rows live in the caller's struct and are
@@ -30,6 +32,7 @@ struct ipk_train_opts {
 	int baselines;                   /* fit and score the baselines too */
 	int stack;                       /* stacked output stage (model.h), default 1 */
 	double early_idle;               /* "early" steps: idle <= this (default 2) */
+	int cross_fit;                   /* folds by user instead of validation users (below) */
 };
 
 void ipk_train_defaults(struct ipk_train_opts *o);
@@ -63,7 +66,9 @@ struct ipk_train_report {
 	char train_users[512], val_users[512];
 	long train_steps, val_steps;
 	int best_epoch;
-	double epoch_seconds;       /* mean wall time of one training epoch */
+	double epoch_seconds;       /* mean wall time of one training epoch (cross-fit: of the final model's) */
+	int folds;                  /* cross-fit: the number of user folds; 0 otherwise */
+	double fold_epoch_seconds;  /* cross-fit: mean wall time of one fold's epoch */
 	struct ipk_eval_row *rows;
 	int nrows;
 	struct ipk_lead_row *lead;  /* ipk_eval_model only */
@@ -71,14 +76,32 @@ struct ipk_train_report {
 };
 void ipk_train_report_free(struct ipk_train_report *r);
 
-/* Progress after each epoch: epoch (1-based), mean training loss, the
- * validation score used for selection (train.c val_score: all-step PR-AUC,
- * early-step PR-AUC and ROC-AUC, averaged). */
-typedef void (*ipk_train_progress)(void *arg, int epoch, double loss, double val_score, double seconds);
+/* Progress after each epoch: stage (NULL for a run with validation users;
+ * with cross-fitting "fold I/N (USER out)" or "final (every user)"), epoch
+ * (1-based, within the stage), mean training loss, the validation score used
+ * for selection (train.c sel_score: all-step PR-AUC, early-step PR-AUC and
+ * ROC-AUC, averaged; NaN for the final stage), wall seconds of the epoch. */
+typedef void (*ipk_train_progress)(void *arg, const char *stage, int epoch, double loss, double val_score,
+				   double seconds);
 
 /* Train on d. Returns the model (best validation epoch), or NULL with err
  * set: no user left for training or validation, an unknown validation
- * user, no labelled step (IPK_EXIT_DATAERR), out of memory. */
+ * user, validation users with cross_fit (IPK_EXIT_USAGE); fewer than two
+ * users, no labelled step (IPK_EXIT_DATAERR); out of memory.
+ *
+ * Cross-fitting (o->cross_fit): every user is a fold. For each user, the
+ * normalisation, the network (o->epochs epochs, its outputs on the user kept
+ * after each), the logistic regression and the hybrid histogram are fitted
+ * on the other users and predict that user. The epoch is the one with the
+ * best mean of the folds' selection scores; the stacking stage of each
+ * window is fitted on the out-of-fold outputs of every user, and the
+ * thresholds on its probabilities there. The final model is then refitted
+ * on every user (normalisation, regression, histogram, and the network for
+ * the chosen number of epochs from the same seed) and keeps those stacking
+ * weights.
+ * The report scores every user out of fold; the model's rows there come
+ * from stacking stages fitted without the scored user (so no row is scored
+ * by anything fitted on it). Memory: epochs x steps x windows floats. */
 struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk_dataset *d, ipk_train_progress cb,
 				void *cbarg, struct ipk_train_report *rep, struct ipk_err *err);
 

@@ -1,7 +1,8 @@
 #!/bin/bash
 # ip-train: trains from sample records split by user, writes a model that
 # ip-predict reads, is deterministic for a seed whatever the thread count,
-# reports the model and the baselines, refuses bad splits and options.
+# reports the model and the baselines, refuses bad splits and options;
+# cross-fitting by user scores every user out of fold.
 . "$(dirname "$0")/lib.sh"
 need_cmd ip-train ip-predict python3
 
@@ -89,6 +90,68 @@ else
 	fail "--no-stack: not stacked, other probabilities" "$(grep -c stacked "$TMP/.err") mentions; same output"
 fi
 
+# cross-fitting: every user a fold, each scored out of fold; the model is
+# trained on every user and says so
+ip-train -o "$TMP/cf1" --cross-fit --epochs 3 --hidden 8 --seed 5 --eval "$TMP/s.jsonl" >"$TMP/evcf" 2>"$TMP/err"
+check_eq "cross-fit: one record per predictor, window and subset" 24 "$(grep -c '"type":"eval"' "$TMP/evcf")"
+check "cross-fit again, one thread" ip-train -o "$TMP/cf2" --cross-fit --epochs 3 --hidden 8 --seed 5 --threads 1 "$TMP/s.jsonl"
+check "cross-fit: deterministic for a seed, whatever the threads" cmp "$TMP/cf1" "$TMP/cf2"
+ip-train -o "$TMP/va" --epochs 1 --hidden 4 --val-users u1,u2 --eval "$TMP/s.jsonl" >"$TMP/eva" 2>/dev/null
+ip-train -o "$TMP/vb" --epochs 1 --hidden 4 --val-users u3,u4 --eval "$TMP/s.jsonl" >"$TMP/evb" 2>/dev/null
+python3 - "$TMP/evcf" "$TMP/eva" "$TMP/evb" >"$TMP/evcf.out" 2>&1 <<'PY'
+import json, sys
+def rows(f):
+    return {(r["predictor"], r["window"], r["steps"]): r for r in map(json.loads, open(f))}
+cf, a, b = rows(sys.argv[1]), rows(sys.argv[2]), rows(sys.argv[3])
+assert all(r["users"] == "u1,u2,u3,u4" for r in cf.values())
+for w in (5, 10, 30):
+    for sub in ("all", "early"):
+        k = ("idle-timer", w, sub)
+        # every user scored once: the steps of the two halves add up
+        assert cf[k]["n"] == a[k]["n"] + b[k]["n"], (k, cf[k]["n"], a[k]["n"], b[k]["n"])
+        assert all(cf[(p, w, sub)]["n"] == cf[k]["n"] for p in ("lstm", "hybrid-histogram", "logistic"))
+    m = cf[("lstm", w, "all")]
+    assert 0 <= m["brier"] < 0.25 and m["roc_auc"] > cf[("idle-timer", w, "all")]["roc_auc"] - 0.03, m
+print("ok")
+PY
+check_eq "cross-fit: every user scored once, out of fold; the model near or above the timer" ok "$(tail -1 "$TMP/evcf.out")"
+check "predict with the cross-fitted model" ip-predict -v -m "$TMP/cf1" "$TMP/s.jsonl"
+check_grep "the cross-fitted model says how it was made" "over 4 user folds.*stacked on out-of-fold outputs; train users u1,u2,u3,u4; cross-fitted" "$TMP/.err"
+# nothing fitted on a user scores it: plant in user u4 alone a field that
+# gives its labels away (keys = 1 exactly when the next 5 s are idle). A
+# regression that saw u4 scores it perfectly (the control, in sample);
+# out of fold, the plant cannot raise the scores over the plain data's.
+python3 - "$TMP/s.jsonl" "$TMP/plant.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+by = {}
+for r in rows:
+    by.setdefault(r["session"], []).append(r)
+with open(sys.argv[2], "w") as out:
+    for rs in by.values():
+        for i, r in enumerate(rs):
+            fut = [x["events"] for x in rs[i + 1:i + 6]]
+            r["keys"] = int(r["user"] == "u4" and len(fut) == 5 and not any(fut))
+            out.write(json.dumps(r) + "\n")
+PY
+grep '"user": "u4"' "$TMP/plant.jsonl" >"$TMP/plant4.jsonl"
+ip-train -o "$TMP/cfp" --cross-fit --epochs 2 --hidden 8 --eval "$TMP/plant.jsonl" >"$TMP/evp" 2>/dev/null
+ip-train -o "$TMP/cfs" --cross-fit --epochs 2 --hidden 8 --eval "$TMP/s.jsonl" >"$TMP/evs" 2>/dev/null
+ip-predict -m "$TMP/vb" --eval --baseline-train "$TMP/plant.jsonl" "$TMP/plant4.jsonl" >"$TMP/evc" 2>/dev/null
+python3 - "$TMP/evp" "$TMP/evs" "$TMP/evc" >"$TMP/plant.out" 2>&1 <<'PY'
+import json, sys
+def roc(f, p):
+    return [r["roc_auc"] for r in map(json.loads, open(f))
+            if r.get("predictor") == p and r.get("window") == 5 and r.get("steps") == "all"][0]
+assert roc(sys.argv[3], "logistic") > 0.99, ("control: in sample", roc(sys.argv[3], "logistic"))
+for p in ("logistic", "lstm"):
+    assert roc(sys.argv[1], p) < roc(sys.argv[2], p) + 0.01, (p, roc(sys.argv[1], p), roc(sys.argv[2], p))
+print("ok")
+PY
+check_eq "cross-fit: a planted label leak in one user does not reach its out-of-fold scores" ok "$(tail -1 "$TMP/plant.out")"
+check_exit "--cross-fit with --val-users: usage" 64 ip-train -o "$TMP/x" --cross-fit --val-users u1 "$TMP/s.jsonl"
+check_exit "--cross-fit with --epochs 0: usage" 64 ip-train -o "$TMP/x" --cross-fit --epochs 0 "$TMP/s.jsonl"
+
 ip-train -o "$TMP/m6" --epochs 1 --hidden 4 --table "$TMP/s.jsonl" >"$TMP/table" 2>/dev/null
 check_grep "table has a header" '^predictor +window +steps' "$TMP/table"
 check_grep "table has the hybrid histogram" '^hybrid-histogram +30 +early' "$TMP/table"
@@ -101,6 +164,7 @@ check_grep "unknown validation user named" "'u9'" "$TMP/.err"
 check_exit "all users for validation" 64 ip-train -o "$TMP/x" --val-users u1,u2,u3,u4 "$TMP/s.jsonl"
 grep '"user":"u1"' "$TMP/s.jsonl" >"$TMP/one.jsonl"
 check_exit "one user cannot be split" 65 ip-train -o "$TMP/x" "$TMP/one.jsonl"
+check_exit "one user cannot be cross-fitted" 65 ip-train -o "$TMP/x" --cross-fit "$TMP/one.jsonl"
 check_exit "windows must ascend" 64 ip-train -o "$TMP/x" --windows 10,5 "$TMP/s.jsonl"
 check_exit "missing input" 66 ip-train -o "$TMP/x" "$TMP/nonexistent"
 check_exit "unwritable output" 73 ip-train -o "$TMP/no/such/dir/m" --epochs 1 --hidden 4 "$TMP/s.jsonl"

@@ -1,8 +1,9 @@
 #!/bin/bash
 # make model: skipped with a message without the data set; reproducible
 # byte for byte for a seed (checked on a small subset of the data, two runs,
-# different thread counts); the shipped default model loads, is stacked
-# (format version 2) and predicts.
+# different thread counts, cross-fitted by user); the shipped default
+# model loads, is cross-fitted over six users (15 and 21 held out), stacked
+# with the idle-gap histogram (format version 3) and predicts.
 . "$(dirname "$0")/lib.sh"
 need_cmd ip-collect ip-train ip-predict make
 
@@ -17,13 +18,13 @@ esac
 data=$IPKIT_TOP/../shared/data/balabit-mouse
 if [ -d "$data/user7" ] && [ -d "$data/user20" ]; then
 	run() { # run OUT THREADS
-		IPKIT_BIN=$IPKIT_BIN MODEL_DATA=$data MODEL_OUT=$1 MODEL_USERS="user7 user20" MODEL_VAL=user20 \
+		IPKIT_BIN=$IPKIT_BIN MODEL_DATA=$data MODEL_OUT=$1 MODEL_USERS="user7 user20" \
 			MODEL_SEED=3 MODEL_ARGS="--epochs 1 --hidden 8 --threads $2" "$IPKIT_TOP/models/make-model.sh" >"$TMP/log" 2>&1
 	}
-	check "make-model.sh on users 7 and 20" run "$TMP/a" 2
+	check "make-model.sh on users 7 and 20, cross-fitted" run "$TMP/a" 2
 	check "again, one thread" run "$TMP/b" 1
 	check "same seed, same bytes" cmp "$TMP/a" "$TMP/b"
-	check_grep "the model says how it was made" "seed 3.*train users user7; validation users user20" <(tr -c '[:print:]\n' ' ' <"$TMP/a")
+	check_grep "the model says how it was made" "seed 3, epochs 1 \(best 1 over 2 user folds\).*train users user20,user7; cross-fitted" <(tr -c '[:print:]\n' ' ' <"$TMP/a")
 else
 	skip "make model reproducible" "data set $data absent"
 fi
@@ -35,10 +36,12 @@ if [ -f "$m" ]; then
 {"type":"sample","v":1,"ts":2,"session":"a","interval":1,"user":"x","events":0}
 {"type":"sample","v":1,"ts":3,"session":"a","interval":1,"user":"x","events":0}
 J
+	check_eq "the shipped default model is of format version 3" "IPKMODEL 03 00 00 00" \
+		"$(head -c 8 "$m") $(od -An -tx1 -j8 -N4 "$m" | tr -s ' ' | sed 's/^ //')"
 	check "the shipped default model loads and predicts" ip-predict -v -m "$m" "$TMP/s.jsonl"
 	check_eq "one prediction per sample" 3 "$(grep -c '"type":"prediction"' "$TMP/.out")"
-	check_grep "trained with a fixed seed, users 15 and 21 held out" "seed 1,.*train users user12,user16,user20,user23,user7; validation users user29" "$TMP/.err"
-	check_grep "the shipped model has the stacked output stage, fitted on the validation user" "stacked on validation users; train users" "$TMP/.err"
+	check_grep "trained with a fixed seed, users 15 and 21 held out" "seed 1,.*train users user12,user16,user20,user23,user29,user7; cross-fitted" "$TMP/.err"
+	check_grep "the shipped model has the stacked output stage, fitted out of fold over six user folds" "over 6 user folds.*stacked on out-of-fold outputs; train users" "$TMP/.err"
 else
 	fail "the shipped default model exists" "$m missing (make model)"
 fi

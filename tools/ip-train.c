@@ -13,7 +13,7 @@
 
 enum {
 	OPT_HIDDEN = 256, OPT_LAYERS, OPT_EPOCHS, OPT_WINDOWS, OPT_BATCH, OPT_BPTT, OPT_LR, OPT_CLIP, OPT_SEED,
-	OPT_THREADS, OPT_VAL_USERS, OPT_EVAL, OPT_TABLE, OPT_NO_BASELINES, OPT_NO_STACK,
+	OPT_THREADS, OPT_VAL_USERS, OPT_CROSS_FIT, OPT_EVAL, OPT_TABLE, OPT_NO_BASELINES, OPT_NO_STACK,
 };
 
 static const struct ipk_opt opts[] = {
@@ -29,7 +29,8 @@ static const struct ipk_opt opts[] = {
 	{ "seed", required_argument, OPT_SEED, "N", "seed of weights, order and user split (default 1)" },
 	{ "threads", required_argument, OPT_THREADS, "N", "training threads, 0 for one per CPU up to 2 (default 0)" },
 	{ "val-users", required_argument, OPT_VAL_USERS, "LIST", "validation users, comma-separated (default: a seeded quarter)" },
-	{ "eval", no_argument, OPT_EVAL, NULL, "write eval records for the model and the baselines on the validation users" },
+	{ "cross-fit", no_argument, OPT_CROSS_FIT, NULL, "every user a fold: epoch, stacking stage and thresholds from out-of-fold outputs, final model on every user" },
+	{ "eval", no_argument, OPT_EVAL, NULL, "write eval records for the model and the baselines on the validation users (or out of fold)" },
 	{ "table", no_argument, OPT_TABLE, NULL, "write the evaluation as a readable table instead of records" },
 	{ "no-baselines", no_argument, OPT_NO_BASELINES, NULL, "evaluate the model only" },
 	{ "no-stack", no_argument, OPT_NO_STACK, NULL, "use the network's outputs as they are: no stacked output stage" },
@@ -43,9 +44,15 @@ static const struct ipk_prog prog = {
 	.opts = opts,
 };
 
-static void progress(void *arg, int epoch, double loss, double vs, double secs)
+static void progress(void *arg, const char *stage, int epoch, double loss, double vs, double secs)
 {
-	ipk_info(arg, "epoch %d: training loss %.5f, validation score %.4f, %.1f s", epoch, loss, vs, secs);
+	if (!stage)
+		ipk_info(arg, "epoch %d: training loss %.5f, validation score %.4f, %.1f s", epoch, loss, vs, secs);
+	else if (vs == vs)
+		ipk_info(arg, "%s: epoch %d: training loss %.5f, score out of fold %.4f, %.1f s", stage, epoch, loss, vs,
+			 secs);
+	else
+		ipk_info(arg, "%s: epoch %d: training loss %.5f, %.1f s", stage, epoch, loss, secs);
 }
 
 static int parse_windows(struct ipk_cli *cli, const char *a, struct ipk_train_opts *o)
@@ -133,6 +140,9 @@ static int cmd_train(int argc, char **argv)
 		case OPT_VAL_USERS:
 			o.val_users = a;
 			break;
+		case OPT_CROSS_FIT:
+			o.cross_fit = 1;
+			break;
 		case OPT_EVAL:
 			do_eval = 1;
 			break;
@@ -184,8 +194,12 @@ static int cmd_train(int argc, char **argv)
 	ipk_info(&cli, "%ld samples of %d sessions", d->samples, d->n);
 	if (!(m = ipk_train_run(&o, d, progress, &cli, &rep, &err)))
 		goto fail;
-	ipk_info(&cli, "validation users %s, training users %s, best epoch %d, %.1f s per epoch", rep.val_users,
-		 rep.train_users, rep.best_epoch, rep.epoch_seconds);
+	if (rep.folds)
+		ipk_info(&cli, "cross-fitted over %d user folds (%s), best epoch %d, %.1f s per fold epoch, %.1f s per final epoch",
+			 rep.folds, rep.train_users, rep.best_epoch, rep.fold_epoch_seconds, rep.epoch_seconds);
+	else
+		ipk_info(&cli, "validation users %s, training users %s, best epoch %d, %.1f s per epoch", rep.val_users,
+			 rep.train_users, rep.best_epoch, rep.epoch_seconds);
 	if (ipk_model_save(m, out, &err) < 0)
 		goto fail;
 	if (do_eval) {

@@ -2,9 +2,11 @@
  * corruption, of every truncation, of other versions (version 1 with a
  * message to retrain), of bad magic, of junk after the end and of a
  * well-checksummed file with bad sizes; the same for a model with the
- * stacked output stage, whose output is checked against a hand computation;
- * and the stacking fit on a synthetic miscalibrated score: monotone, and a
- * lower Brier score than the score itself. */
+ * stacked output stage and its gap histogram, whose output is checked
+ * against a hand computation; a version 2 file (no histogram) read as
+ * before; the histogram's fit when lengths must be rounded; and the
+ * stacking fit on a synthetic miscalibrated score: monotone, and a lower
+ * Brier score than the score itself. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdlib.h>
@@ -15,6 +17,10 @@
 #include "check.h"
 #include "eval.h"
 #include "model.h"
+
+/* the gaps the stacked test model's histogram is fitted on (sorted) */
+static const double GAPS[] = { 1, 1, 2, 5, 5, 5, 30, 60 };
+#define NGAPS ((int)(sizeof(GAPS) / sizeof(GAPS[0])))
 
 static struct ipk_model *small_model(int stacked)
 {
@@ -48,6 +54,7 @@ static struct ipk_model *small_model(int stacked)
 			for (int i = 0; i <= IPK_MODEL_STACK_IN; i++)
 				in.stack_w[k][i] = 0.3 - 0.05 * i + 0.1 * k;
 		}
+		ipk_model_gaps_fit(&in.gaps, GAPS, NGAPS);
 	}
 	struct ipk_model *m = ipk_model_new(&in, net, &err);
 	if (!m) {
@@ -81,6 +88,12 @@ static int same_model(const struct ipk_model *a, const struct ipk_model *b)
 			if (x->stack_w[k][i] != y->stack_w[k][i])
 				return 0;
 	}
+	if (x->stacked && x->gaps.n != y->gaps.n)
+		return 0;
+	for (int i = 0; x->stacked && i < x->gaps.n; i++)
+		if (x->gaps.len[i] != y->gaps.len[i] || x->gaps.count[i] != y->gaps.count[i] ||
+		    x->gaps.tail[i] != y->gaps.tail[i])
+			return 0;
 	const double *pa = ipk_lstm_params(na), *pb = ipk_lstm_params(nb);
 	for (size_t k = 0; k < np; k++)
 		if ((float)pa[k] != (float)pb[k])
@@ -95,6 +108,86 @@ static void reseal(unsigned char *buf, size_t len)
 		buf[len - 8 + i] = (unsigned char)(h >> (8 * i));
 }
 
+/* A version 2 file made from m's version 3 bytes: version 2, the six
+ * first stacking weights and the intercept of each window, no histogram.
+ * It reads as m with weight 0 on the histogram's input, and predicts so. */
+static void read_version2(const struct ipk_model *m, const unsigned char *buf, size_t len, size_t gapsec)
+{
+	struct ipk_err err = { 0 };
+	const struct ipk_model_info *in = ipk_model_info(m);
+	const size_t S = IPK_MODEL_STACK_IN, W = (size_t)in->nwin;
+	size_t ws = len - 8 - gapsec - W * (S + 1) * 8; /* the first stacking weight */
+	unsigned char *v = malloc(len);
+	size_t n = 0;
+	memcpy(v, buf, ws);
+	n = ws;
+	v[ws - 4] = 6; /* nstack */
+	for (size_t k = 0; k < W; k++) {
+		memcpy(v + n, buf + ws + k * (S + 1) * 8, 6 * 8);
+		n += 6 * 8;
+		memcpy(v + n, buf + ws + k * (S + 1) * 8 + S * 8, 8);
+		n += 8;
+	}
+	n += 8;
+	v[8] = 2;
+	for (int i = 0; i < 8; i++)
+		v[12 + i] = (unsigned char)((uint64_t)n >> (8 * i));
+	reseal(v, n);
+	struct ipk_model *old = ipk_model_decode(v, n, "v2.ipkm", &err);
+	CHECK("a version 2 model is read", old != NULL);
+	int same = old != NULL;
+	for (size_t k = 0; old && k < W; k++)
+		for (size_t i = 0; i <= S; i++)
+			same &= ipk_model_info(old)->stack_w[k][i] == (i == 6 ? 0 : in->stack_w[k][i]);
+	CHECK("version 2: stacking weights kept, 0 on the histogram's input", same && ipk_model_info(old)->gaps.n == 0);
+	char id[64];
+	snprintf(id, sizeof(id), "lstm-h2-%08x", (unsigned)(XXH64(v, n - 8, 0) >> 32));
+	CHECK("version 2: the id names the file's checksum", old && !strcmp(ipk_model_id(old), id));
+	if (old) {
+		/* m with weight 0 on the histogram gives the same output */
+		struct ipk_model_info *w0 = malloc(sizeof(*w0));
+		*w0 = *in;
+		for (size_t k = 0; k < W; k++)
+			w0->stack_w[k][6] = 0;
+		float x[3] = { 0.5f, -1, 2 }, q[2] = { 0.3f, 0.8f }, p1[2], p2[2];
+		ipk_model_info_output(w0, x, 7.5, q, p1);
+		ipk_model_output(old, x, 7.5, q, p2);
+		CHECK("version 2: predicts as before", fabsf(p1[0] - p2[0]) < 1e-7f && fabsf(p1[1] - p2[1]) < 1e-7f);
+		free(w0);
+	}
+	ipk_model_free(old);
+	free(v);
+}
+
+/* The histogram: lengths rounded up when there are too many distinct ones;
+ * every gap counted, lengths ascending, and the score as counted by hand. */
+static void gaps_rounding(void)
+{
+	enum { N = 5000 };
+	double *g = malloc(sizeof(double) * N);
+	for (int i = 0; i < N; i++)
+		g[i] = 0.5 + i * 0.037; /* 5000 distinct lengths */
+	struct ipk_model_gaps *gp = calloc(1, sizeof(*gp));
+	ipk_model_gaps_fit(gp, g, N);
+	int asc = 1;
+	for (int i = 1; i < gp->n; i++)
+		asc &= gp->len[i] > gp->len[i - 1];
+	CHECK("gaps: rounded to fit", gp->n > 0 && gp->n <= IPK_MODEL_MAX_GAPS && asc && gp->tail[0] == N);
+	/* rounding up by at most the step keeps the counts near the truth */
+	long above = 0, above_w = 0;
+	for (int i = 0; i < N; i++) {
+		above += g[i] > 60;
+		above_w += g[i] > 90;
+	}
+	double h = ipk_model_gaps_score(gp, 60, 30), want = (above_w + 0.5) / (above + 1.0);
+	fprintf(stderr, "gaps: %d lengths; score %.4f, exact %.4f\n", gp->n, h, want);
+	CHECK("gaps: rounded score near the exact one", fabs(h - want) < 0.01);
+	ipk_model_gaps_fit(gp, g, 0);
+	CHECK("gaps: none gives 1/2", gp->n == 0 && ipk_model_gaps_score(gp, 3, 5) == 0.5);
+	free(gp);
+	free(g);
+}
+
 static void file_checks(int stacked)
 {
 	struct ipk_err err = { 0 };
@@ -103,7 +196,7 @@ static void file_checks(int stacked)
 	size_t len;
 	CHECK("encode", ipk_model_encode(m, &buf, &len, &err) == 0);
 	CHECK("id is name and checksum", strncmp(ipk_model_id(m), "lstm-h2-", 8) == 0 && strlen(ipk_model_id(m)) == 16);
-	CHECK("magic and little-endian version at the start", !memcmp(buf, "IPKMODEL\2\0\0\0", 12));
+	CHECK("magic and little-endian version at the start", !memcmp(buf, "IPKMODEL\3\0\0\0", 12));
 	struct ipk_model *back = ipk_model_decode(buf, len, "mem", &err);
 	CHECK("decode what was encoded", back != NULL);
 	CHECK("round trip keeps everything", back && same_model(m, back));
@@ -165,10 +258,10 @@ static void file_checks(int stacked)
 
 	unsigned char *v2 = malloc(len);
 	memcpy(v2, buf, len);
-	v2[8] = 3;
+	v2[8] = 4;
 	reseal(v2, len);
 	CHECK("another format version refused by name",
-	      !ipk_model_decode(v2, len, "v3", &err) && strstr(err.msg, "format version 3"));
+	      !ipk_model_decode(v2, len, "v4", &err) && strstr(err.msg, "format version 4"));
 	memcpy(v2, buf, len);
 	v2[8] = 1;
 	reseal(v2, len);
@@ -188,7 +281,8 @@ static void file_checks(int stacked)
 	}
 	CHECK("a name holding a NUL byte refused", name && !ipk_model_decode(v2, len, "n", &err) && strstr(err.msg, "NUL"));
 	/* the output stage: kind u32 after the parameters */
-	size_t stage = stacked ? 4 + 8 + 4 + 2 * 4 * 8 + 4 + 2 * (IPK_MODEL_STACK_IN + 1) * 8 : 4;
+	const size_t gapsec = 4 + (size_t)ipk_model_info(m)->gaps.n * 16;
+	size_t stage = stacked ? 4 + 8 + 4 + 2 * 4 * 8 + 4 + 2 * (IPK_MODEL_STACK_IN + 1) * 8 + gapsec : 4;
 	memcpy(v2, buf, len);
 	v2[len - 8 - stage] = 7;
 	reseal(v2, len);
@@ -196,7 +290,7 @@ static void file_checks(int stacked)
 	if (stacked) {
 		double nan = NAN;
 		memcpy(v2, buf, len);
-		memcpy(v2 + len - 8 - 8, &nan, 8); /* the last stacking weight */
+		memcpy(v2 + len - 8 - gapsec - 8, &nan, 8); /* the last stacking weight */
 		reseal(v2, len);
 		CHECK("stacked: a weight that is not a number refused",
 		      !ipk_model_decode(v2, len, "w", &err) && strstr(err.msg, "not a finite number"));
@@ -204,11 +298,30 @@ static void file_checks(int stacked)
 		v2[len - 8 - stage + 4 + 8] = 2; /* regression size 2, 3 features */
 		reseal(v2, len);
 		CHECK("stacked: regression size refused", !ipk_model_decode(v2, len, "r", &err) && strstr(err.msg, "regression size"));
+		double bad[2] = { 0, 60 };
+		for (int b = 0; b < 2; b++) {
+			memcpy(v2, buf, len);
+			/* the first gap length 0, or the second as long as the last */
+			memcpy(v2 + len - 8 - gapsec + 4 + 16 * b, &bad[b], 8);
+			reseal(v2, len);
+			CHECK(b ? "stacked: gap lengths not ascending refused" : "stacked: a gap length 0 refused",
+			      !ipk_model_decode(v2, len, "h", &err) && strstr(err.msg, "gap histogram"));
+		}
+		memcpy(v2, buf, len);
+		v2[len - 8 - gapsec + 4 + 8] = 0; /* the first length's count 0 */
+		reseal(v2, len);
+		CHECK("stacked: a gap count 0 refused", !ipk_model_decode(v2, len, "c", &err) && strstr(err.msg, "counts"));
+		memcpy(v2, buf, len);
+		v2[len - 8 - gapsec + 1] = 0x10; /* 4097 lengths */
+		reseal(v2, len);
+		CHECK("stacked: too many gap lengths refused", !ipk_model_decode(v2, len, "n", &err) && strstr(err.msg, "too large"));
 	}
 	memcpy(v2, buf, len);
 	memcpy(v2, "GIF89a..", 8);
 	CHECK("not a model: bad magic", !ipk_model_decode(v2, len, "g", &err) && strstr(err.msg, "bad magic"));
 	free(v2);
+	if (stacked)
+		read_version2(m, buf, len, gapsec);
 	free(buf);
 
 	struct ipk_lstm_shape sh = { .n_in = 4, .hidden = 2, .layers = 1, .n_out = 2 };
@@ -239,8 +352,16 @@ static void stacked_output(void)
 		for (int k = 0; k < 2; k++) {
 			double r = sigm(in->lr_w[k][0] * 0.5 - in->lr_w[k][1] + in->lr_w[k][2] * 2 + in->lr_w[k][3]);
 			double lq = log(q[k] / (1.0 - q[k])), lr = log(r / (1 - r)), e = idles[c] <= 2;
-			double z[6] = { lq, lr, log1p(idles[c]), e, e * lq, e * lr }, a = in->stack_w[k][6];
-			for (int i = 0; i < 6; i++)
+			/* the histogram: gaps longer than idle + W over those
+			 * longer than idle, smoothed */
+			double c0 = 0, c1 = 0;
+			for (int i = 0; i < NGAPS; i++) {
+				c0 += GAPS[i] > idles[c];
+				c1 += GAPS[i] > idles[c] + in->window[k];
+			}
+			double h = (c1 + 0.5) / (c0 + 1), lh = log(h / (1 - h));
+			double z[7] = { lq, lr, log1p(idles[c]), e, e * lq, e * lr, lh }, a = in->stack_w[k][7];
+			for (int i = 0; i < 7; i++)
 				a += in->stack_w[k][i] * z[i];
 			ok &= fabs(p[k] - sigm(a)) < 1e-5;
 		}
@@ -269,7 +390,7 @@ static void stacking_calibrates(void)
 		y[i] = u < p;
 		q[i] = p * p * p;
 		/* a regression score that knows nothing (constant), idle 5 s */
-		ipk_model_stack_inputs(q[i], 0.5, 5, 2, z + (size_t)i * IPK_MODEL_STACK_IN);
+		ipk_model_stack_inputs(q[i], 0.5, 0.5, 5, 2, z + (size_t)i * IPK_MODEL_STACK_IN);
 	}
 	struct ipk_logreg st;
 	CHECK("stacking fit", ipk_logreg_fit(&st, z, IPK_MODEL_STACK_IN, y, 1, N, 1e-3, &err) == 0);
@@ -309,6 +430,7 @@ int main(void)
 	file_checks(0);
 	file_checks(1);
 	stacked_output();
+	gaps_rounding();
 	stacking_calibrates();
 	CHECK_DONE();
 }
