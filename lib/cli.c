@@ -363,6 +363,36 @@ void ipk_warn(const struct ipk_cli *cli, const char *fmt, ...)
 	va_end(ap);
 }
 
+int ipk_cli_pair_add(struct ipk_cli *cli, struct ipk_cli_pairs *p, const char *name, const char *want)
+{
+	const char *a = cli->optarg;
+	if (!strchr(a, '=') || a[0] == '=' || a[strlen(a) - 1] == '=')
+		return ipk_cli_usage_error(cli, "invalid --%s '%s' (want %s)", name, a, want), -1;
+	const char **v = realloc(p->arg, (size_t)(p->n + 1) * sizeof(*v));
+	if (!v)
+		return -1;
+	p->arg = v;
+	v[p->n++] = a;
+	return 0;
+}
+
+const char *ipk_cli_pair_get(const struct ipk_cli_pairs *p, const char *key)
+{
+	const char *val = NULL;
+	size_t kl = strlen(key);
+	for (int i = 0; i < p->n; i++)
+		if (!strncmp(p->arg[i], key, kl) && p->arg[i][kl] == '=')
+			val = p->arg[i] + kl + 1;
+	return val;
+}
+
+void ipk_cli_pairs_free(struct ipk_cli_pairs *p)
+{
+	free(p->arg);
+	p->arg = NULL;
+	p->n = 0;
+}
+
 enum ipk_read_result ipk_cli_next_record(const struct ipk_cli *cli, struct ipk_reader *r, struct ipk_record *rec,
 					 struct ipk_err *err)
 {

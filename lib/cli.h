@@ -107,6 +107,23 @@ int ipk_fail(const struct ipk_cli *cli, const struct ipk_err *err);
 enum ipk_read_result ipk_cli_next_record(const struct ipk_cli *cli, struct ipk_reader *r, struct ipk_record *rec,
 					 struct ipk_err *err);
 
+/* A repeatable KEY=VALUE option such as --map: the arguments as given (they
+ * point into argv or the config and live as long as the ipk_cli). */
+struct ipk_cli_pairs {
+	const char **arg;
+	int n;
+};
+
+/* Add cli->optarg, the argument of option --NAME, to p after checking that
+ * it is KEY=VALUE with neither part empty (WANT names the form in the
+ * message, e.g. "SESSION=DOMAIN"). Returns 0, or -1 after
+ * ipk_cli_usage_error() or, with no message, when out of memory. */
+int ipk_cli_pair_add(struct ipk_cli *cli, struct ipk_cli_pairs *p, const char *name, const char *want);
+/* The VALUE of the last argument whose KEY is key (flags come after the
+ * config, so they win), or NULL. */
+const char *ipk_cli_pair_get(const struct ipk_cli_pairs *p, const char *key);
+void ipk_cli_pairs_free(struct ipk_cli_pairs *p);
+
 /* Parse helpers: return 0, or -1 after ipk_cli_usage_error(). */
 int ipk_parse_double(struct ipk_cli *cli, const char *opt, const char *s, double min, double max, double *out);
 int ipk_parse_long(struct ipk_cli *cli, const char *opt, const char *s, long min, long max, long *out);

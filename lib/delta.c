@@ -261,12 +261,77 @@ static void encode_opaque(struct worker *w, struct batch *b, const struct ipk_mi
 	emit(b, &r, h, payload, n);
 }
 
+/* What a page of NEW is against the base's page at its address. */
+enum page_kind {
+	PAGE_SAME,    /* the same bytes */
+	PAGE_FILL,    /* uniform (fill) */
+	PAGE_CHANGED, /* anything else */
+};
+
+struct page_view {
+	const uint8_t *data;          /* NEW's bytes */
+	const struct ipk_mi_page *bp; /* the base's page at the address, or NULL */
+	const uint8_t *ref;           /* its bytes, or NULL */
+	uint64_t hash;                /* XXH3-64 of data; see view_page */
+	uint8_t fill;                 /* PAGE_FILL: the byte */
+};
+
+/* The span of the base's file a batch read, for trim_spread. */
+struct base_span {
+	uint64_t lo, hi;
+};
+
+/* Look page it of NEW up in the base and classify it, counting it in b's
+ * stats (pages, pages_same, pages_zero, pages_new). v->hash is the page's
+ * hash as read with the image; when the images were read without page
+ * hashes it is only the zero-page mark, unless need_hash asks for it to be
+ * computed. */
+static enum page_kind view_page(struct worker *w, struct batch *b, const struct ipk_mi_item *it, int need_hash,
+				size_t *hint, struct base_span *span, struct page_view *v)
+{
+	struct encoder *e = w->enc;
+	b->st.pages++;
+	v->data = ipk_memimg_item_data(e->nw, it, w->scratch[0]);
+	v->bp = e->base ? ipk_memimg_find(e->base, it->addr, hint) : NULL;
+	v->ref = v->bp ? ipk_memimg_page_data(e->base, v->bp, w->scratch[1]) : NULL;
+	v->fill = 0;
+	if (v->bp && !v->bp->record) {
+		span->lo = v->bp->off < span->lo ? v->bp->off : span->lo;
+		span->hi = v->bp->off > span->hi ? v->bp->off : span->hi;
+	}
+	v->hash = e->hashed || !need_hash ? it->hash : ipk_xxh3_64(v->data, it->len);
+	if (v->bp && v->bp->len == it->len && (!e->hashed || v->bp->hash == v->hash) &&
+	    !memcmp(v->ref, v->data, it->len)) {
+		b->st.pages_same++;
+		return PAGE_SAME;
+	}
+	if (it->zero || (it->len == IPK_PAGE_SIZE && v->hash == e->zhash && !memcmp(v->data, zero_page, IPK_PAGE_SIZE))) {
+		v->fill = it->zero ? it->fill : 0;
+		b->st.pages_zero++;
+		return PAGE_FILL;
+	}
+	if (!v->bp)
+		b->st.pages_new++;
+	return PAGE_CHANGED;
+}
+
+/* The base's pages are read in NEW's order, which may jump around the
+ * base's file (pages QEMU sent again): each read maps up to 64 KiB around
+ * it. After every SPREAD_BATCHES batches whose reads were spread out, drop
+ * them, not only at the end of the window. */
+static void trim_spread(struct encoder *e, const struct base_span *span)
+{
+	if (e->base && span->hi > span->lo && span->hi - span->lo > SPREAD_BYTES &&
+	    atomic_fetch_add(&e->spread, 1) % SPREAD_BATCHES == SPREAD_BATCHES - 1)
+		ipk_memimg_trim(e->base);
+}
+
 static void encode_batch(struct worker *w, struct batch *b)
 {
 	struct encoder *e = w->enc;
 	struct run ru = { .open = 0 };
 	size_t hint = 0;
-	uint64_t blo = UINT64_MAX, bhi = 0; /* span of the base's bytes read */
+	struct base_span span = { UINT64_MAX, 0 };
 	memset(&b->st, 0, sizeof(b->st));
 	b->len = 0;
 	for (size_t i = b->i0; i < b->i1; i++) {
@@ -276,28 +341,12 @@ static void encode_batch(struct worker *w, struct batch *b)
 			encode_opaque(w, b, it);
 			continue;
 		}
-		b->st.pages++;
-		const uint8_t *data = ipk_memimg_item_data(e->nw, it, w->scratch[0]);
-		const struct ipk_mi_page *bp = e->base ? ipk_memimg_find(e->base, it->addr, &hint) : NULL;
-		const uint8_t *ref = bp ? ipk_memimg_page_data(e->base, bp, w->scratch[1]) : NULL;
-		if (bp && !bp->record) {
-			blo = bp->off < blo ? bp->off : blo;
-			bhi = bp->off > bhi ? bp->off : bhi;
-		}
-		/* computed when the image was read, unless it was read without */
-		uint64_t h = e->hashed ? it->hash : ipk_xxh3_64(data, it->len);
-		uint8_t coding, fill = 0;
-		if (bp && bp->len == it->len && (!e->hashed || bp->hash == h) && !memcmp(ref, data, it->len)) {
-			coding = IPK_CODE_COPY;
-			b->st.pages_same++;
-		} else if (it->zero) {
-			coding = IPK_CODE_ZERO;
-			fill = it->fill;
-			b->st.pages_zero++;
-		} else if (it->len == IPK_PAGE_SIZE && h == e->zhash && !memcmp(data, zero_page, IPK_PAGE_SIZE)) {
-			coding = IPK_CODE_ZERO;
-			b->st.pages_zero++;
-		} else {
+		struct page_view v;
+		enum page_kind kind = view_page(w, b, it, 1, &hint, &span, &v);
+		const uint8_t *data = v.data, *ref = v.ref;
+		const struct ipk_mi_page *bp = v.bp;
+		uint8_t coding = kind == PAGE_SAME ? IPK_CODE_COPY : IPK_CODE_ZERO, fill = v.fill;
+		if (kind == PAGE_CHANGED) {
 			struct ipk_img_rec r = { .type = IPK_REC_PAGES, .block = it->block, .rflags0 = it->rflags,
 						 .rflags1 = it->rflags, .count = 1, .addr = it->addr,
 						 .len = (uint16_t)(it->len == IPK_PAGE_SIZE ? 0 : it->len) };
@@ -315,7 +364,7 @@ static void encode_batch(struct worker *w, struct batch *b)
 				run_flush(b, &ru);
 			}
 			uint8_t hb[8];
-			put64(hb, h);
+			put64(hb, v.hash);
 			const uint8_t *payload;
 			size_t n = compress_page(w, data, it->len, ref, bp ? bp->len : 0, &r.coding, &payload);
 			if (r.coding == IPK_CODE_LZ4_XOR)
@@ -324,8 +373,6 @@ static void encode_batch(struct worker *w, struct batch *b)
 				b->st.pages_dict++;
 			else
 				b->st.pages_lz4++;
-			if (!bp)
-				b->st.pages_new++;
 			r.payload = (uint32_t)(8 + n);
 			emit(b, &r, hb, payload, n);
 			continue;
@@ -353,13 +400,7 @@ static void encode_batch(struct worker *w, struct batch *b)
 		ru.open = 1;
 	}
 	run_flush(b, &ru);
-	/* The base's pages are read in NEW's order, which may jump around the
-	 * base's file (pages QEMU sent again): each read maps up to 64 KiB
-	 * around it. After every SPREAD_BATCHES batches whose reads were spread
-	 * out, drop them, not only at the end of the window. */
-	if (e->base && bhi > blo && bhi - blo > SPREAD_BYTES &&
-	    atomic_fetch_add(&e->spread, 1) % SPREAD_BATCHES == SPREAD_BATCHES - 1)
-		ipk_memimg_trim(e->base);
+	trim_spread(e, &span);
 }
 
 /* ------------------------------------------------------- zstd page batches
@@ -512,7 +553,7 @@ static void encode_batch_z(struct worker *w, struct batch *b)
 	struct zseg s;
 	memset(&s, 0, sizeof(s));
 	size_t hint = 0;
-	uint64_t blo = UINT64_MAX, bhi = 0;
+	struct base_span span = { UINT64_MAX, 0 };
 	memset(&b->st, 0, sizeof(b->st));
 	b->len = 0;
 	for (size_t i = b->i0; i < b->i1; i++) {
@@ -522,35 +563,17 @@ static void encode_batch_z(struct worker *w, struct batch *b)
 			encode_opaque(w, b, it);
 			continue;
 		}
-		b->st.pages++;
-		const uint8_t *data = ipk_memimg_item_data(e->nw, it, w->scratch[0]);
-		const struct ipk_mi_page *bp = e->base ? ipk_memimg_find(e->base, it->addr, &hint) : NULL;
-		const uint8_t *ref = bp ? ipk_memimg_page_data(e->base, bp, w->scratch[1]) : NULL;
-		if (bp && !bp->record) {
-			blo = bp->off < blo ? bp->off : blo;
-			bhi = bp->off > bhi ? bp->off : bhi;
-		}
-		uint64_t h = it->hash; /* without page hashes: only the zero-page mark */
-		if (bp && bp->len == it->len && (!e->hashed || bp->hash == h) && !memcmp(ref, data, it->len)) {
-			b->st.pages_same++;
-			zseg_add(w, &s, it, 0, 0, NULL, NULL, 0);
-		} else if (it->zero) {
-			b->st.pages_zero++;
-			zseg_add(w, &s, it, 1, it->fill, NULL, NULL, 0);
-		} else if (it->len == IPK_PAGE_SIZE && h == e->zhash && !memcmp(data, zero_page, IPK_PAGE_SIZE)) {
-			b->st.pages_zero++;
-			zseg_add(w, &s, it, 1, 0, NULL, NULL, 0);
-		} else {
+		struct page_view v;
+		enum page_kind kind = view_page(w, b, it, 0, &hint, &span, &v);
+		if (kind == PAGE_CHANGED) {
 			b->st.pages_zstd++;
-			if (!bp)
-				b->st.pages_new++;
-			zseg_add(w, &s, it, 2, 0, data, ref, bp ? bp->len : 0);
+			zseg_add(w, &s, it, 2, 0, v.data, v.ref, v.bp ? v.bp->len : 0);
+		} else {
+			zseg_add(w, &s, it, kind == PAGE_FILL, v.fill, NULL, NULL, 0);
 		}
 	}
 	zseg_flush(w, b, &s);
-	if (e->base && bhi > blo && bhi - blo > SPREAD_BYTES &&
-	    atomic_fetch_add(&e->spread, 1) % SPREAD_BATCHES == SPREAD_BATCHES - 1)
-		ipk_memimg_trim(e->base);
+	trim_spread(e, &span);
 }
 
 static double thread_cpu(void)

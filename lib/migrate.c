@@ -404,31 +404,27 @@ static int target_active(const struct ipk_migrate_opts *o, int destroy)
 	return rc;
 }
 
-/* The host part of a URI ("qemu+tcp://HOST/system" -> "HOST"); "" when it
- * names none. */
-static void uri_host(const char *u, char *out, size_t n)
+void ipk_url_host(const char *u, char *out, size_t n)
 {
 	out[0] = 0;
-	const char *h = u ? strstr(u, "://") : NULL;
-	if (!h)
+	const char *p = u ? strstr(u, "://") : NULL;
+	if (!p)
 		return;
-	h += 3;
-	const char *at = strchr(h, '@'), *end = h + strcspn(h, "/?");
+	p += 3;
+	const char *at = strchr(p, '@'), *end = p + strcspn(p, "/?");
 	if (at && at < end)
-		h = at + 1;
-	size_t l = (size_t)(end - h);
-	if (*h == '[') {
-		const char *rb = memchr(h, ']', l);
-		l = rb ? (size_t)(rb - h) + 1 : l;
-	} else {
-		const char *colon = memchr(h, ':', l);
-		if (colon)
-			l = (size_t)(colon - h);
+		p = at + 1;
+	if (*p == '[') {
+		const char *rb = strchr(p, ']');
+		if (rb && rb < end) {
+			snprintf(out, n, "%.*s", (int)(rb - p - 1), p + 1);
+			return;
+		}
 	}
-	if (l < n) {
-		memcpy(out, h, l);
-		out[l] = 0;
-	}
+	const char *colon = memchr(p, ':', (size_t)(end - p));
+	if (colon)
+		end = colon;
+	snprintf(out, n, "%.*s", (int)(end - p), p);
 }
 
 /* Engine libvirt, verification failed on B after libvirt moved the guest:
@@ -439,7 +435,7 @@ static int native_back(struct run *r, char *why, size_t n)
 {
 	const struct ipk_migrate_opts *o = r->o;
 	char host[256];
-	uri_host(o->source_uri, host, sizeof(host));
+	ipk_url_host(o->source_uri, host, sizeof(host));
 	if (!host[0]) {
 		snprintf(why, n, "the source URI '%s' names no host the target can reach", o->source_uri ? o->source_uri : "(default)");
 		return -1;
@@ -459,7 +455,8 @@ static int native_back(struct run *r, char *why, size_t n)
 	virTypedParameterPtr params = NULL;
 	int np = 0, maxp = 0;
 	char duri[300];
-	snprintf(duri, sizeof(duri), "tcp://%s", host);
+	int v6 = strchr(host, ':') != NULL; /* an IPv6 address goes in brackets */
+	snprintf(duri, sizeof(duri), "tcp://%s%s%s", v6 ? "[" : "", host, v6 ? "]" : "");
 	virTypedParamsAddString(&params, &np, &maxp, VIR_MIGRATE_PARAM_URI, duri);
 	unsigned long flags = VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST;
 	if (!r->b_defined)

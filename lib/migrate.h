@@ -164,4 +164,9 @@ struct ipk_serve_result {
 int ipk_migrate_serve(struct ipk_transport *t, const struct ipk_serve_opts *o, struct ipk_serve_result *res,
 		      struct ipk_err *err);
 
+/* The host named by a libvirt URI or an ip-migrate URL ("qemu+tcp://H/system",
+ * "tcp://H:P", "ssh://U@H:P", "tcp://[V6]:P" gives "V6") into out (n bytes);
+ * "" when it names none. */
+void ipk_url_host(const char *u, char *out, size_t n);
+
 #endif

@@ -11,95 +11,24 @@
 # in a streamed delta cut-over; with the libvirt engine, a verification
 # failing after libvirt's migration (migrated back).
 . "$(dirname "$0")/lib.sh"
-
-need_root
-need_cmd ip unshare libvirtd virtlogd virsh qemu-system-x86_64 python3 make gcc cpio gzip ip-migrate
-[ -x /bin/busybox ] || skip_all "needs busybox-static"
-ls /boot/vmlinuz-* >/dev/null 2>&1 || skip_all "needs linux-image-amd64"
-
-LAB=$IPKIT_TOP/examples/lab/ipkit-lab
-G=$IPKIT_TOP/examples/guest/ipkit-guest
-export IPKIT_LAB_DIR=$TMP/lab
-export IPKIT_LAB_NAME=ipkm$(($$ % 100000))
-export IPKIT_LAB_NET=10.78.$((100 + $$ % 150))
-export IPKIT_LAB_TIMEOUT=60
-P=$IPKIT_LAB_NAME
-N=$IPKIT_LAB_NET
-NAME=t0500
-U1=qemu+tcp://$N.11/system
-U2=qemu+tcp://$N.12/system
-MIG=$(command -v ip-migrate)
+. "$(dirname "$0")/migrate-lib.sh"
 T_START=$(date +%s%N)
-log() { echo "# $*" >&2; }
+migrate_lab ipkm 10.78 t0500
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
-
-at_exit '"$LAB" down >/dev/null 2>&1'
-if ! make -s -C "$IPKIT_TOP" -f examples/guest/guest.mk guest >"$TMP/make.out" 2>&1; then
-	fail "guest builds" "$(tail -c 300 "$TMP/make.out" | tr '\n' ' ')"
-	exit 0
-fi
-EXPECT=$("$IPKIT_TOP/build/guest/renderer-host" --frame-checksum)
-if ! "$LAB" up 2 >"$TMP/up.out" 2>"$TMP/up.err"; then
-	fail "lab up 2" "$(tail -c 400 "$TMP/up.err" | tr '\n' ' ')"
-	exit 0
-fi
 mkdir -p "$TMP/a" "$TMP/b" "$TMP/full"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/key"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/wrong"
 S1=$("$G" sock-path "$U1" "$NAME")
 S2=$("$G" sock-path "$U2" "$NAME")
-
-"$G" define "$U1" "$NAME" --mem 192 --fill 64 --dirty 1 >/dev/null 2>"$TMP/err" &&
-	"$G" start "$U1" "$NAME" 2>>"$TMP/err" &&
-	"$G" wait-heartbeat "$U1" "$NAME" 3 120 >/dev/null 2>>"$TMP/err"
-if [ $? != 0 ]; then
-	fail "test guest runs on host 1" "$(tail -c 300 "$TMP/err" | tr '\n' ' ')"
-	exit 0
-fi
 ok "test guest runs on host 1"
 
 # receivers: one per host on port 7300, and on host 2 one whose image dir
 # is a 24 MiB tmpfs (disk full) on port 7301
-declare -A RPID
-start_receiver() { # HOST PORT DIR
-	ip netns exec "$P-h$1" "$MIG" --listen "$N.1$1:$2" --key-file "$TMP/key" --image-dir "$3" \
-		--timeout 10 -v 2>>"$TMP/recv-h$1-$2.log" &
-	RPID[$1-$2]=$!
-	local i
-	for i in $(seq 50); do
-		ip netns exec "$P-h$1" bash -c "exec 3<>/dev/tcp/$N.1$1/$2" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	return 1
-}
-stop_receivers() { local p; for p in "${RPID[@]}"; do kill "$p" 2>/dev/null; done; }
-at_exit stop_receivers
 mount -t tmpfs -o size=24m ipkit-t0500 "$TMP/full" && at_exit 'umount "$TMP/full"'
 start_receiver 1 7300 "$TMP/a" && start_receiver 2 7300 "$TMP/b" && start_receiver 2 7301 "$TMP/full" ||
 	{ fail "receivers listen" "$(cat "$TMP"/recv-*.log | tail -c 300)"; exit 0; }
 ok "receivers listen on both hosts"
 
-state() { virsh -q -c "$1" domstate "$NAME" 2>/dev/null | head -n 1; }
-# where: "1" or "2" when the guest runs on exactly that host, else a description
-where() {
-	local s1 s2
-	s1=$(state "$U1")
-	s2=$(state "$U2")
-	if [ "$s1" = running ] && [ "$s2" != running ]; then echo 1
-	elif [ "$s2" = running ] && [ "$s1" != running ]; then echo 2
-	else echo "h1=$s1 h2=$s2"; fi
-}
-# intact HOST URI: the guest answers the expected checksum there and its
-# counter keeps going
-intact() {
-	local a b
-	a=$("$G" verify "$1" "$NAME" 2>&1) || { echo "verify: $a"; return 1; }
-	sleep 1.5
-	b=$("$G" verify "$1" "$NAME" 2>&1) || { echo "verify: $b"; return 1; }
-	[ "$(awk '{print $2}' <<<"$a")" = "$EXPECT" ] || { echo "checksum $a"; return 1; }
-	[ "$(awk '{print $3}' <<<"$b")" -gt "$(awk '{print $3}' <<<"$a")" ] || { echo "counter stuck: $a / $b"; return 1; }
-	echo "$b"
-}
 counter() { "$G" verify "$1" "$NAME" 2>/dev/null | awk '{print $3}'; }
 
 # migrate FROM TO TRANSPORT [ENV...] [-- OPTIONS]: run ip-migrate from host

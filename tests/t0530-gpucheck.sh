@@ -11,7 +11,6 @@
 . "$(dirname "$0")/lib.sh"
 need_cmd ip-migrate python3
 # CUDA's runtime maps memory where ASan's shadow gap is.
-export ASAN_OPTIONS="$ASAN_OPTIONS:protect_shadow_gap=0"
 
 have_gpu=0
 if nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then have_gpu=1; elif [ -e /dev/nvidia0 ]; then have_gpu=1; fi

@@ -1,92 +1,22 @@
 #!/bin/bash
 # t0531-migrate-gpu: the GPU check inside a real migration in the two-host
-# lab: the receiver runs it right after the restore and sends the result in
-# its "restored" reply; the sender judges it in the verify state and puts it
-# in the migration record. Here (no GPU, the CI case): --verify-gpu auto
-# (the default) migrates and records "skipped: no GPU"; --verify-gpu yes
-# fails the verification with exit 69 and rolls back, the guest intact on
-# its source; --verify-gpu no records nothing. On a host with an NVIDIA GPU
+# lab: in the verify state the sender asks the receiver to run it, judges
+# its result and puts it in the migration record. Here (no GPU, the CI
+# case): --verify-gpu auto (the default) migrates and records "skipped: no
+# GPU"; --verify-gpu yes fails the verification with exit 69 and rolls
+# back, the guest intact on its source; --verify-gpu no records nothing. On a host with an NVIDIA GPU
 # both auto and yes migrate with status "pass".
 . "$(dirname "$0")/lib.sh"
-
-need_root
-need_cmd ip unshare libvirtd virtlogd virsh qemu-system-x86_64 python3 make gcc cpio gzip ip-migrate
-[ -x /bin/busybox ] || skip_all "needs busybox-static"
-ls /boot/vmlinuz-* >/dev/null 2>&1 || skip_all "needs linux-image-amd64"
-export ASAN_OPTIONS="$ASAN_OPTIONS:protect_shadow_gap=0" # CUDA's runtime under ASan
-
-LAB=$IPKIT_TOP/examples/lab/ipkit-lab
-G=$IPKIT_TOP/examples/guest/ipkit-guest
-export IPKIT_LAB_DIR=$TMP/lab
-export IPKIT_LAB_NAME=ipkg$(($$ % 100000))
-export IPKIT_LAB_NET=10.79.$((100 + $$ % 150))
-export IPKIT_LAB_TIMEOUT=60
-P=$IPKIT_LAB_NAME
-N=$IPKIT_LAB_NET
-NAME=t0531
-U1=qemu+tcp://$N.11/system
-U2=qemu+tcp://$N.12/system
-MIG=$(command -v ip-migrate)
-log() { echo "# $*" >&2; }
-
+. "$(dirname "$0")/migrate-lib.sh"
+migrate_lab ipkg 10.79 t0531
 have_gpu=0
 if nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then have_gpu=1; elif [ -e /dev/nvidia0 ]; then have_gpu=1; fi
 
-at_exit '"$LAB" down >/dev/null 2>&1'
-if ! make -s -C "$IPKIT_TOP" -f examples/guest/guest.mk guest >"$TMP/make.out" 2>&1; then
-	fail "guest builds" "$(tail -c 300 "$TMP/make.out" | tr '\n' ' ')"
-	exit 0
-fi
-EXPECT=$("$IPKIT_TOP/build/guest/renderer-host" --frame-checksum)
-if ! "$LAB" up 2 >"$TMP/up.out" 2>"$TMP/up.err"; then
-	fail "lab up 2" "$(tail -c 400 "$TMP/up.err" | tr '\n' ' ')"
-	exit 0
-fi
 mkdir -p "$TMP/a" "$TMP/b"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/key"
-"$G" define "$U1" "$NAME" --mem 192 --fill 64 --dirty 1 >/dev/null 2>"$TMP/err" &&
-	"$G" start "$U1" "$NAME" 2>>"$TMP/err" &&
-	"$G" wait-heartbeat "$U1" "$NAME" 3 120 >/dev/null 2>>"$TMP/err"
-if [ $? != 0 ]; then
-	fail "test guest runs on host 1" "$(tail -c 300 "$TMP/err" | tr '\n' ' ')"
-	exit 0
-fi
-
-RPIDS=()
-start_receiver() { # HOST DIR
-	ip netns exec "$P-h$1" "$MIG" --listen "$N.1$1:7300" --key-file "$TMP/key" --image-dir "$2" \
-		--timeout 10 -v 2>>"$TMP/recv-h$1.log" &
-	RPIDS+=($!)
-	local i
-	for i in $(seq 50); do
-		ip netns exec "$P-h$1" bash -c "exec 3<>/dev/tcp/$N.1$1/7300" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	return 1
-}
-stop_receivers() { local p; for p in "${RPIDS[@]}"; do kill "$p" 2>/dev/null; done; }
-at_exit stop_receivers
-start_receiver 1 "$TMP/a" && start_receiver 2 "$TMP/b" ||
+start_receiver 1 7300 "$TMP/a" && start_receiver 2 7300 "$TMP/b" ||
 	{ fail "receivers listen" "$(cat "$TMP"/recv-*.log | tail -c 300)"; exit 0; }
 
-state() { virsh -q -c "$1" domstate "$NAME" 2>/dev/null | head -n 1; }
-where() {
-	local s1 s2
-	s1=$(state "$U1")
-	s2=$(state "$U2")
-	if [ "$s1" = running ] && [ "$s2" != running ]; then echo 1
-	elif [ "$s2" = running ] && [ "$s1" != running ]; then echo 2
-	else echo "h1=$s1 h2=$s2"; fi
-}
-intact() { # URI: the expected checksum and a moving counter
-	local a b
-	a=$("$G" verify "$1" "$NAME" 2>&1) || { echo "verify: $a"; return 1; }
-	sleep 1.5
-	b=$("$G" verify "$1" "$NAME" 2>&1) || { echo "verify: $b"; return 1; }
-	[ "$(awk '{print $2}' <<<"$a")" = "$EXPECT" ] || { echo "checksum $a"; return 1; }
-	[ "$(awk '{print $3}' <<<"$b")" -gt "$(awk '{print $3}' <<<"$a")" ] || { echo "counter stuck: $a / $b"; return 1; }
-	echo "$b"
-}
 # migrate FROM TO [OPTIONS]: output in $TMP/out, stderr in $TMP/mig.err, exit in $RC
 migrate() {
 	local from=$1 to=$2 uf ut

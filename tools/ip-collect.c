@@ -110,8 +110,9 @@ static int cmd_collect(int argc, char **argv)
 {
 	struct ipk_cli cli;
 	struct ipk_collect_opts copts = { .interval = 1, .speed = 1, .emit_empty = 1 };
-	struct strlist uris = { 0 }, domains = { 0 }, maps = { 0 }, replays = { 0 }, proms = { 0 }, metrics = { 0 },
+	struct strlist uris = { 0 }, domains = { 0 }, replays = { 0 }, proms = { 0 }, metrics = { 0 },
 		       evdevs = { 0 };
+	struct ipk_cli_pairs maps = { 0 };
 	const char *host = NULL, *session = NULL;
 	enum ipk_replay_format format = IPK_REPLAY_AUTO;
 	double max_jump = 3600;
@@ -154,10 +155,7 @@ static int cmd_collect(int argc, char **argv)
 			bad = strlist_add(&domains, a);
 			break;
 		case OPT_MAP:
-			if (!strchr(a, '=') || a[0] == '=' || a[strlen(a) - 1] == '=')
-				bad = ipk_cli_usage_error(&cli, "invalid --map '%s' (want NAME=SESSION)", a);
-			else
-				bad = strlist_add(&maps, a);
+			bad = ipk_cli_pair_add(&cli, &maps, "map", "NAME=SESSION");
 			break;
 		case OPT_HOST:
 			host = a;
@@ -238,7 +236,7 @@ static int cmd_collect(int argc, char **argv)
 		goto done;
 	}
 	for (int i = 0; i < maps.n; i++)
-		if (split_pair(maps.v[i], &owned[nowned++], &map[i].key, &map[i].session) < 0) {
+		if (split_pair(maps.arg[i], &owned[nowned++], &map[i].key, &map[i].session) < 0) {
 			status = IPK_EXIT_OSERR;
 			goto done;
 		}
@@ -325,7 +323,7 @@ done:
 	free(map);
 	free(uris.v);
 	free(domains.v);
-	free(maps.v);
+	ipk_cli_pairs_free(&maps);
 	free(replays.v);
 	free(proms.v);
 	free(metrics.v);

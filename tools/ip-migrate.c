@@ -90,8 +90,7 @@ struct conf {
 	double timeout, bwlimit, confirm_idle;
 	uint64_t corrupt_after;
 	const char *hook; /* test hook "PHASE:COMMAND" */
-	char **map;
-	int nmap;
+	struct ipk_cli_pairs map; /* --map SESSION=DOMAIN */
 };
 
 /* ---- connections -------------------------------------------------------- */
@@ -308,39 +307,13 @@ static char *subst(const char *t, const char *d)
 	return subst_key(t, "{domain}", d);
 }
 
-/* The host named by a libvirt URI or an ip-migrate URL ("qemu+tcp://H/system",
- * "tcp://H:P", "ssh://U@H:P"), into out; "" when it names none. */
-static void url_host(const char *u, char *out, size_t n)
-{
-	out[0] = 0;
-	const char *p = u ? strstr(u, "://") : NULL;
-	if (!p)
-		return;
-	p += 3;
-	const char *at = strchr(p, '@'), *end = p + strcspn(p, "/?");
-	if (at && at < end)
-		p = at + 1;
-	const char *colon = NULL;
-	if (*p == '[') {
-		const char *rb = strchr(p, ']');
-		if (rb && rb < end) {
-			snprintf(out, n, "%.*s", (int)(rb - p - 1), p + 1);
-			return;
-		}
-	}
-	colon = memchr(p, ':', (size_t)(end - p));
-	if (colon)
-		end = colon;
-	snprintf(out, n, "%.*s", (int)(end - p), p);
-}
-
 /* A host name for a record: the URI's host, else the fallback's, else
  * this machine's name. */
 static void record_host(const char *uri, const char *fallback, char *out, size_t n)
 {
-	url_host(uri, out, n);
+	ipk_url_host(uri, out, n);
 	if (!out[0] && fallback)
-		url_host(fallback, out, n);
+		ipk_url_host(fallback, out, n);
 	if (!out[0] && gethostname(out, n) < 0)
 		snprintf(out, n, "localhost");
 }
@@ -563,12 +536,9 @@ static int run_stream(struct conf *c, struct ipk_writer *out, struct ipk_err *er
 		if (!s->warm || s->done || idle < c->confirm_idle)
 			continue;
 		s->done = 1;
-		const char *domain = s->name;
-		for (int i = 0; i < c->nmap; i++) {
-			size_t l = strcspn(c->map[i], "=");
-			if (strlen(s->name) == l && !strncmp(c->map[i], s->name, l))
-				domain = c->map[i] + l + 1;
-		}
+		const char *domain = ipk_cli_pair_get(&c->map, s->name);
+		if (!domain)
+			domain = s->name;
 		const char *saved = c->mo.target_uri;
 		if (!c->mo.target_uri && s->host && *s->host)
 			c->mo.target_uri = s->host;
@@ -797,18 +767,7 @@ static int cmd_migrate(int argc, char **argv)
 		case OPT_SERVE_STDIO: serve_stdio = 1; break;
 		case OPT_ONCE: once = 1; break;
 		case OPT_CONFIRM_IDLE: bad = ipk_parse_double(&cli, "confirm-idle", a, 0, 86400, &c.confirm_idle); break;
-		case OPT_MAP: {
-			char **m = realloc(c.map, (size_t)(c.nmap + 1) * sizeof(*m));
-			if (!m || !strchr(a, '=') || *a == '=') {
-				if (m)
-					c.map = m;
-				bad = ipk_cli_usage_error(&cli, "invalid --map '%s' (want SESSION=DOMAIN)", a);
-				break;
-			}
-			c.map = m;
-			c.map[c.nmap++] = (char *)a;
-			break;
-		}
+		case OPT_MAP: bad = ipk_cli_pair_add(&cli, &c.map, "map", "SESSION=DOMAIN"); break;
 		case OPT_FROM: c.from = a; break;
 		case OPT_VERIFY_GPU:
 			if ((c.mo.verify_gpu = ipk_gpucheck_mode_parse(a)) < 0)
@@ -899,7 +858,7 @@ done:
 		memset(c.key, 0, c.keylen);
 		free(c.key);
 	}
-	free(c.map);
+	ipk_cli_pairs_free(&c.map);
 	ipk_cli_free(&cli);
 	return status;
 }

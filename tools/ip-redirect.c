@@ -43,52 +43,6 @@ static const struct ipk_prog prog = {
 	.opts = opts,
 };
 
-struct map {
-	char **key, **val;
-	int n;
-};
-
-static int map_add(struct map *m, const char *kv)
-{
-	const char *eq = strchr(kv, '=');
-	char **k = realloc(m->key, (m->n + 1) * sizeof(*k));
-	if (!k)
-		return -1;
-	m->key = k;
-	char **v = realloc(m->val, (m->n + 1) * sizeof(*v));
-	if (!v)
-		return -1;
-	m->val = v;
-	m->key[m->n] = strndup(kv, (size_t)(eq - kv));
-	m->val[m->n] = strdup(eq + 1);
-	if (!m->key[m->n] || !m->val[m->n]) {
-		free(m->key[m->n]);
-		free(m->val[m->n]);
-		return -1;
-	}
-	m->n++;
-	return 0;
-}
-
-static const char *map_get(const struct map *m, const char *k)
-{
-	const char *v = NULL;
-	for (int i = 0; i < m->n; i++)
-		if (!strcmp(m->key[i], k))
-			v = m->val[i]; /* the last one wins: flags come after the config */
-	return v;
-}
-
-static void map_free(struct map *m)
-{
-	for (int i = 0; i < m->n; i++) {
-		free(m->key[i]);
-		free(m->val[i]);
-	}
-	free(m->key);
-	free(m->val);
-}
-
 /* Show what was (or would be) sent: on stderr, indented. */
 static void show_sent(const struct ipk_cli *cli, const struct ipk_redirect_result *res, const char *lb, int dry)
 {
@@ -176,7 +130,7 @@ static int do_one(struct ctx *c, const char *session, const char *target, const 
 }
 
 /* Stream mode: consume successful migration records, pass the rest. */
-static int run_stream(struct ctx *c, const struct map *map, long port, struct ipk_err *err)
+static int run_stream(struct ctx *c, const struct ipk_cli_pairs *map, long port, struct ipk_err *err)
 {
 	struct ipk_reader *rd = ipk_reader_from(stdin, "<stdin>");
 	if (!rd)
@@ -203,7 +157,7 @@ static int run_stream(struct ctx *c, const struct map *map, long port, struct ip
 			continue;
 		}
 		const char *session = rec.session;
-		const char *target = map_get(map, session);
+		const char *target = ipk_cli_pair_get(map, session);
 		if (!target)
 			target = ipk_json_str(rec.json, "redirect_target", NULL);
 		const char *address = ipk_json_str(rec.json, "address", NULL);
@@ -251,7 +205,7 @@ static int cmd_redirect(int argc, char **argv)
 	struct ipk_cli cli;
 	struct ipk_redirect_opts ro = { .timeout = 10, .retries = 2 };
 	const char *to = NULL, *server = NULL, *route = NULL, *session = NULL;
-	struct map map = { 0 };
+	struct ipk_cli_pairs map = { 0 };
 	long port = 0, lv = 0;
 	int status = IPK_EXIT_OK;
 	struct ipk_redirector *r = NULL;
@@ -283,10 +237,7 @@ static int cmd_redirect(int argc, char **argv)
 			session = a;
 			break;
 		case OPT_MAP:
-			if (!strchr(a, '=') || a[0] == '=' || a[strlen(a) - 1] == '=')
-				bad = ipk_cli_usage_error(&cli, "invalid --map '%s' (want SESSION=TARGET)", a);
-			else if (map_add(&map, a) < 0)
-				bad = -1;
+			bad = ipk_cli_pair_add(&cli, &map, "map", "SESSION=TARGET");
 			break;
 		case OPT_PORT:
 			bad = ipk_parse_long(&cli, "port", a, 1, 65535, &port);
@@ -400,7 +351,7 @@ static int cmd_redirect(int argc, char **argv)
 		status = ipk_fail(&cli, &err);
 done:
 	ipk_redirector_free(r);
-	map_free(&map);
+	ipk_cli_pairs_free(&map);
 	ipk_cli_free(&cli);
 	return status;
 }

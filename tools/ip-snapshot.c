@@ -312,19 +312,20 @@ static int cmd_snapshot(int argc, char **argv)
 	}
 
 	double t1 = ipk_mono();
+	char parent_hex[33] = ""; /* the parent image's id */
+	if (parent) {
+		uint64_t plo, phi;
+		ipk_memimg_hash(parent, &plo, &phi);
+		hexid(phi, plo, parent_hex);
+	}
 	cJSON *mj = cJSON_CreateObject();
 	cJSON_AddStringToObject(mj, "source", source);
 	if (session)
 		cJSON_AddStringToObject(mj, "session", session);
 	if (domain)
 		cJSON_AddBoolToObject(mj, "live", live);
-	if (parent) {
-		uint64_t plo, phi;
-		char pid_hex[33];
-		ipk_memimg_hash(parent, &plo, &phi);
-		hexid(phi, plo, pid_hex);
-		cJSON_AddStringToObject(mj, "parent", pid_hex);
-	}
+	if (parent)
+		cJSON_AddStringToObject(mj, "parent", parent_hex);
 	char when[32];
 	snprintf(when, sizeof(when), "%.3f", ipk_now());
 	cJSON_AddStringToObject(mj, "captured", when);
@@ -352,13 +353,8 @@ static int cmd_snapshot(int argc, char **argv)
 		cJSON_AddNumberToObject(o, "pages_read", (double)ps.pages_read);
 		cJSON_AddNumberToObject(o, "pages_parent", (double)ps.pages_parent);
 		cJSON_AddBoolToObject(o, "tracking", ps.tracking);
-		if (parent) {
-			uint64_t plo, phi;
-			char pid_hex[33];
-			ipk_memimg_hash(parent, &plo, &phi);
-			hexid(phi, plo, pid_hex);
-			cJSON_AddStringToObject(o, "parent", pid_hex);
-		}
+		if (parent)
+			cJSON_AddStringToObject(o, "parent", parent_hex);
 	}
 	cJSON_AddNumberToObject(s, "encode", ipk_mono() - t1);
 	cJSON_AddNumberToObject(s, "total", ipk_mono() - t0);
