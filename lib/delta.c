@@ -130,13 +130,19 @@ static void xor_into(uint8_t *dst, const uint8_t *a, const uint8_t *b, size_t n)
 		dst[i] = a[i] ^ b[i];
 }
 
-/* One independent LZ4 block with the reused state. This is what
- * LZ4_compress_fast_extState_fastReset does; Debian's liblz4.so does not
- * export that static-linking-only function, so use its public equivalent:
- * a fast reset (no dictionary left) followed by one compress_continue. */
+/* One independent LZ4 block in the worker's reused state. The state is
+ * fully reset first (LZ4_loadDict of nothing: a cleared table and offsets
+ * past it), so a block is coded the same whatever the state coded before.
+ * A fast reset (LZ4_resetStream_fast) keeps the old table and only moves
+ * its offsets on, and LZ4 codes a block differently in a state that never
+ * coded (or whose offsets ran past 1 GiB, which clears the table: there an
+ * empty entry is a match candidate at the block's start) than in one that
+ * did (entries of earlier blocks are out of reach): the output depended on
+ * which batches each thread had coded before (issue 4). Coded as before in
+ * a state that did; the reset clears 16 KiB. */
 static int lz4_block(struct worker *w, const uint8_t *src, uint8_t *dst, int n, int cap)
 {
-	LZ4_resetStream_fast(w->lz4);
+	LZ4_loadDict(w->lz4, (const char *)src, 0);
 	return LZ4_compress_fast_continue(w->lz4, (const char *)src, (char *)dst, n, cap, w->enc->accel);
 }
 

@@ -20,7 +20,8 @@
  * clearly more of NEW in the base than same-offset pages. Without a base the
  * result is an ipkit image. Pages are split into fixed batches
  * encoded by a pool of threads; the output does not depend on the number of
- * threads.
+ * threads: a batch's records do not depend on what its thread coded before
+ * (each LZ4 block starts from a fully reset state).
  *
  * ipk_delta_apply reads such a stream in order, checks every record header,
  * the base's identity (before writing anything), every page and opaque
