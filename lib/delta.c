@@ -75,8 +75,7 @@ struct encoder {
 	const struct ipk_mi_item *items;
 	const struct ipk_mi_item **base_opaque; /* by ordinal */
 	size_t nbase_opaque;
-	struct batch *batches;
-	size_t nbatches;
+	struct batch *batches; /* the window's */
 	atomic_size_t next;
 	atomic_uint spread; /* batches whose base reads were spread out */
 	size_t wend;
@@ -240,7 +239,8 @@ static void encode_opaque(struct worker *w, struct batch *b, const struct ipk_mi
 {
 	struct encoder *e = w->enc;
 	size_t nb;
-	const uint8_t *data = ipk_memimg_bytes(e->nw, &nb) + it->off;
+	/* an opaque item's bytes (NEW may still be parsed: not ipk_memimg_bytes) */
+	const uint8_t *data = ipk_memimg_item_data(e->nw, it, NULL);
 	const uint8_t *ref = NULL;
 	size_t refn = 0;
 	struct ipk_img_rec r = { .type = IPK_REC_OPAQUE, .addr = it->len, .count = 0xffffffffu };
@@ -825,6 +825,38 @@ static int cdc_encode(struct worker *w, const struct cdc_plan *pl, struct sink *
 	return 0;
 }
 
+#define WINDOW_ITEMS (WINDOW_BATCHES * BATCH_ITEMS)
+
+/* Cut items[0, n) into up to WINDOW_BATCHES batches (e->batches): up to
+ * BATCH_ITEMS items or BATCH_BYTES bytes each, so that the output does not
+ * depend on the thread count nor on how the items arrived. A batch that
+ * ends at n without being full is kept only when final (no item follows).
+ * Returns the number of batches; *used: the items they hold. */
+static size_t form_batches(struct encoder *e, const struct ipk_mi_item *items, size_t n, int final, size_t *used)
+{
+	size_t nb = 0, i = 0;
+	while (nb < WINDOW_BATCHES && i < n) {
+		struct batch *b = &e->batches[nb];
+		memset(b, 0, sizeof(*b));
+		b->i0 = i;
+		size_t bytes = 0, j = i;
+		while (j < n && j - b->i0 < BATCH_ITEMS && bytes < BATCH_BYTES) {
+			bytes += items[j].len;
+			b->cap += IPK_IMG_REC_LEN + 8 + (size_t)LZ4_compressBound((int)items[j].len);
+			j++;
+		}
+		if (j == n && !final && j - b->i0 < BATCH_ITEMS && bytes < BATCH_BYTES)
+			break; /* more items may join this batch */
+		b->i1 = i = j;
+		/* zstd: per run of pages a record header, its fixed part and the
+		 * frames' overhead beyond the content (which the LZ4 bound covers). */
+		b->cap += ZSTD_compressBound(bytes) + ZSTD_compressBound(BATCH_ITEMS * ZMAP_MAX) + 4096;
+		nb++;
+	}
+	*used = i;
+	return nb;
+}
+
 int ipk_delta_encode(const struct ipk_memimg *base, const struct ipk_memimg *nw, FILE *out,
 		     const struct ipk_delta_opts *opts, struct ipk_delta_stats *stp, struct ipk_err *err)
 {
@@ -846,15 +878,17 @@ int ipk_delta_encode(const struct ipk_memimg *base, const struct ipk_memimg *nw,
 	int nthreads = opts && opts->threads > 0 ? opts->threads : 1;
 	if (nthreads > 64)
 		nthreads = 64;
-	size_t nitems;
-	e.items = ipk_memimg_items(nw, &nitems);
 	struct worker *ws = calloc((size_t)nthreads, sizeof(*ws));
 	pthread_t *tids = calloc((size_t)nthreads, sizeof(*tids));
 	struct sink sk = { .f = out, .h = XXH3_createState() };
 	int rc = -1, nw_ok = 0, use_cdc = 0;
-	uint8_t **slots = NULL;
+	uint8_t *slots[WINDOW_BATCHES] = { 0 };
+	size_t slotcap[WINDOW_BATCHES] = { 0 };
+	struct batch wbatches[WINDOW_BATCHES];
+	struct ipk_mi_item *witems = malloc(WINDOW_ITEMS * sizeof(*witems));
 	struct cdc_plan plan = { 0 };
-	if (!ws || !tids || !sk.h) {
+	e.batches = wbatches;
+	if (!ws || !tids || !sk.h || !witems) {
 		ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
 		goto done;
 	}
@@ -877,54 +911,28 @@ int ipk_delta_encode(const struct ipk_memimg *base, const struct ipk_memimg *nw,
 		for (size_t i = 0; i < nb; i++)
 			if (bi[i].type == IPK_MI_OPAQUE)
 				e.base_opaque[bi[i].ord] = &bi[i];
-		/* Pages the base has and NEW lacks ("removed"). */
-		size_t np, nn, hint = 0;
-		const struct ipk_mi_page *bpg = ipk_memimg_pages(base, &np);
-		ipk_memimg_pages(nw, &nn);
-		for (size_t i = 0; i < np; i++)
-			st.pages_removed += ipk_memimg_find(nw, bpg[i].addr, &hint) == NULL;
-	}
-	/* Fixed batches: the output does not depend on the thread count. */
-	size_t capb = nitems / 16 + 16;
-	e.batches = calloc(capb, sizeof(*e.batches));
-	if (!e.batches) {
-		ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
-		goto done;
-	}
-	for (size_t i = 0; i < nitems;) {
-		if (e.nbatches == capb) {
-			struct batch *nbp = realloc(e.batches, 2 * capb * sizeof(*nbp));
-			if (!nbp) {
-				ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
-				goto done;
-			}
-			memset(nbp + capb, 0, capb * sizeof(*nbp));
-			e.batches = nbp;
-			capb *= 2;
-		}
-		struct batch *b = &e.batches[e.nbatches++];
-		b->i0 = i;
-		size_t bytes = 0;
-		while (i < nitems && i - b->i0 < BATCH_ITEMS && bytes < BATCH_BYTES) {
-			bytes += e.items[i].len;
-			b->cap += IPK_IMG_REC_LEN + 8 + (size_t)LZ4_compressBound((int)e.items[i].len);
-			i++;
-		}
-		b->i1 = i;
-		/* zstd: per run of pages a record header, its fixed part and the
-		 * frames' overhead beyond the content (which the LZ4 bound covers). */
-		b->cap += ZSTD_compressBound(bytes) + ZSTD_compressBound(BATCH_ITEMS * ZMAP_MAX) + 4096;
 	}
 
+	/* NEW may still be parsed (a followed image): its kind and blocks are
+	 * final with its first item; its size may only be known at the end. */
+	int state;
+	ipk_memimg_follow_wait(nw, 1, &state);
+	if (state < 0) {
+		ipk_memimg_follow_join(nw, err);
+		goto done;
+	}
 	/* Header, and the block table of QEMU content. */
 	struct ipk_img_header hd = { .kind = (uint8_t)ipk_memimg_kind(nw) };
-	size_t nraw;
-	ipk_memimg_bytes(nw, &nraw);
+	size_t nraw = 0;
+	if (state == 1)
+		ipk_memimg_bytes(nw, &nraw);
+	else
+		hd.flags |= IPK_IMG_FLAG_SIZE_AT_END;
 	hd.size = nraw;
 	if (base) {
 		size_t bl;
 		ipk_memimg_bytes(base, &bl);
-		hd.flags = IPK_IMG_FLAG_DELTA;
+		hd.flags |= IPK_IMG_FLAG_DELTA;
 		hd.base_size = bl;
 		ipk_memimg_hash(base, &hd.base_lo, &hd.base_hi);
 	}
@@ -1000,31 +1008,42 @@ int ipk_delta_encode(const struct ipk_memimg *base, const struct ipk_memimg *nw,
 		goto end;
 	}
 
-	/* Windows of batches: encode in parallel, write in order. The output
-	 * buffers of one window are allocated once and reused. */
-	size_t capmax = 0;
-	for (size_t k = 0; k < e.nbatches; k++)
-		capmax = e.batches[k].cap > capmax ? e.batches[k].cap : capmax;
-	size_t nslots = e.nbatches < WINDOW_BATCHES ? e.nbatches : WINDOW_BATCHES;
-	slots = calloc(nslots + 1, sizeof(*slots));
-	if (!slots) {
-		ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
-		goto done;
-	}
-	for (size_t k = 0; k < nslots; k++)
-		if (!(slots[k] = malloc(capmax))) {
-			ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
+	/* Windows of batches, as NEW's items become usable: encode in
+	 * parallel, write in order. witems holds items [g, g + have). */
+	e.items = witems;
+	size_t g = 0, have = 0;
+	for (;;) {
+		size_t want = g + WINDOW_ITEMS;
+		size_t ready = ipk_memimg_follow_wait(nw, want, &state);
+		if (state < 0) {
+			ipk_memimg_follow_join(nw, err);
 			goto done;
 		}
-	for (size_t w0 = 0; w0 < e.nbatches; w0 += WINDOW_BATCHES) {
-		size_t w1 = w0 + WINDOW_BATCHES < e.nbatches ? w0 + WINDOW_BATCHES : e.nbatches;
-		for (size_t k = w0; k < w1; k++)
-			e.batches[k].buf = slots[k - w0];
+		size_t upto = ready < want ? ready : want;
+		if (upto - g > have) {
+			ipk_memimg_follow_items(nw, g + have, upto, witems + have);
+			have = upto - g;
+		}
+		size_t used, nb = form_batches(&e, witems, have, state == 1 && upto == ready, &used);
+		if (nb == 0)
+			break; /* every item encoded */
+		for (size_t k = 0; k < nb; k++) {
+			if (wbatches[k].cap > slotcap[k]) {
+				uint8_t *q = realloc(slots[k], wbatches[k].cap);
+				if (!q) {
+					ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
+					goto done;
+				}
+				slots[k] = q;
+				slotcap[k] = wbatches[k].cap;
+			}
+			wbatches[k].buf = slots[k];
+		}
 		double t0 = ipk_mono();
-		atomic_store(&e.next, w0);
-		e.wend = w1;
+		atomic_store(&e.next, 0);
+		e.wend = nb;
 		int started = 0;
-		for (int t = 1; t < nthreads && (size_t)t < w1 - w0; t++, started++)
+		for (int t = 1; t < nthreads && (size_t)t < nb; t++, started++)
 			if (pthread_create(&tids[t], NULL, worker_main, &ws[t]) != 0)
 				break;
 		worker_main(&ws[0]);
@@ -1033,8 +1052,8 @@ int ipk_delta_encode(const struct ipk_memimg *base, const struct ipk_memimg *nw,
 		double t1 = ipk_mono();
 		st.t_encode += t1 - t0;
 		int wrc = 0;
-		for (size_t k = w0; k < w1; k++) {
-			struct batch *b = &e.batches[k];
+		for (size_t k = 0; k < nb; k++) {
+			struct batch *b = &wbatches[k];
 			if (wrc == 0)
 				wrc = sink_write(&sk, b->buf, b->len, err);
 			st.pages += b->st.pages;
@@ -1059,9 +1078,22 @@ int ipk_delta_encode(const struct ipk_memimg *base, const struct ipk_memimg *nw,
 		ipk_memimg_trim(base);
 		if (wrc < 0)
 			goto done;
+		memmove(witems, witems + used, (have - used) * sizeof(*witems));
+		have -= used;
+		g += used;
 	}
 
 end:
+	if (ipk_memimg_follow_join(nw, err) < 0)
+		goto done;
+	ipk_memimg_bytes(nw, &nraw);
+	if (base) {
+		/* Pages the base has and NEW lacks ("removed"). */
+		size_t np, hint = 0;
+		const struct ipk_mi_page *bpg = ipk_memimg_pages(base, &np);
+		for (size_t i = 0; i < np; i++)
+			st.pages_removed += ipk_memimg_find(nw, bpg[i].addr, &hint) == NULL;
+	}
 	/* END: content size and XXH3-128, checksum of everything before the payload. */
 	{
 		struct ipk_img_rec r = { .type = IPK_REC_END, .payload = 32 };
@@ -1102,11 +1134,10 @@ done:
 		worker_free(&ws[t]);
 	free(ws);
 	free(tids);
-	for (size_t k = 0; slots && slots[k]; k++)
+	for (size_t k = 0; k < WINDOW_BATCHES; k++)
 		free(slots[k]);
-	free(slots);
+	free(witems);
 	free(e.base_opaque);
-	free(e.batches);
 	free(plan.e);
 	if (sk.h)
 		XXH3_freeState(sk.h);
@@ -1122,7 +1153,8 @@ struct decoder {
 	const char *name;
 	const struct ipk_memimg *base;
 	XXH3_state_t *sh, *oh; /* stream checksum, output XXH3-128 */
-	uint64_t pos, written, size;
+	uint64_t pos, written, size; /* size: bound when size_at_end */
+	int size_at_end;
 	struct ipk_mi_block *blocks;
 	size_t nblocks;
 	int have_blocks, kind;
@@ -1798,7 +1830,7 @@ static int do_end(struct decoder *d)
 	if (rd(d, p, 32) < 0 || seg_flush(d) < 0)
 		return -1;
 	XXH128_hash_t h = XXH3_128bits_digest(d->oh);
-	if (get64(p) != d->size || d->written != d->size)
+	if (get64(p) != d->written || (!d->size_at_end && d->written != d->size))
 		return corrupt(d, "content size mismatch");
 	if (get64(p + 24) != sum)
 		return corrupt(d, "stream checksum mismatch");
@@ -1838,7 +1870,9 @@ int ipk_delta_apply(const struct ipk_memimg *base, FILE *in, const char *name, F
 	struct ipk_img_header h;
 	if (rd(&d, hb, sizeof(hb)) < 0 || ipk_img_header_get(&h, hb, name, err) < 0)
 		goto done;
-	d.size = h.size;
+	/* a delta of an image encoded while it was written: its size comes at the end */
+	d.size_at_end = (h.flags & IPK_IMG_FLAG_SIZE_AT_END) != 0;
+	d.size = d.size_at_end ? (uint64_t)1 << 40 : h.size;
 	d.kind = h.kind;
 	d.version = h.version;
 	if (h.flags & IPK_IMG_FLAG_DELTA) {

@@ -72,7 +72,8 @@ int ipk_img_header_get(struct ipk_img_header *h, const uint8_t in[IPK_IMG_HDR_LE
 	if (get64(in + 56) != XXH3_64bits(in, 56))
 		return ipk_err_set(err, IPK_EXIT_DATAERR, "read image '%s': header checksum mismatch", name);
 	if (get16(in + 10) != IPK_IMG_HDR_LEN || get16(in + 14) != 12 || in[12] < IPK_MI_PLAIN ||
-	    in[12] > IPK_MI_PROCESS || (in[13] & ~IPK_IMG_FLAG_DELTA))
+	    in[12] > IPK_MI_PROCESS || (in[13] & ~(IPK_IMG_FLAG_DELTA | IPK_IMG_FLAG_SIZE_AT_END)) ||
+	    ((in[13] & IPK_IMG_FLAG_SIZE_AT_END) && get64(in + 16)))
 		return ipk_err_set(err, IPK_EXIT_DATAERR, "read image '%s': unsupported header fields", name);
 	memset(h, 0, sizeof(*h));
 	h->kind = in[12];

@@ -28,6 +28,7 @@
 #define IPK_IMG_HDR_LEN 64
 #define IPK_IMG_REC_LEN 32
 #define IPK_IMG_FLAG_DELTA 0x01
+#define IPK_IMG_FLAG_SIZE_AT_END 0x02 /* the content size is 0 here and given by the END record only */
 #define IPK_IMG_META_MAX 65536
 
 enum ipk_img_rec_type {

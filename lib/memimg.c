@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -15,6 +18,28 @@
 #include "xxh.h"
 
 #include "qemusave.h"
+
+/* A followed image (memimg.h): the parse thread and what it shares. */
+struct follow {
+	int fd;                    /* dup of the file being written */
+	size_t reserve;            /* bytes mapped */
+	int (*ended)(void *ctx);
+	void *ctx;
+	pthread_t th;
+	int started;
+	atomic_int cancel;         /* ipk_memimg_free: stop waiting */
+	/* parse thread only */
+	size_t avail;              /* bytes known written */
+	int writer;                /* 0 writing, 1 done, -1 failed */
+	int patched;               /* the partial libvirt magic was replaced */
+	char why[256];             /* why the input ended short */
+	/* under mu */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	size_t published;          /* items usable by others */
+	int state;                 /* 0 parsing, 1 done, -1 failed */
+	struct ipk_err err;        /* the failure */
+};
 
 struct ipk_memimg {
 	char name[256];
@@ -37,6 +62,7 @@ struct ipk_memimg {
 	uint64_t hlo, hhi;
 	uint64_t zhash; /* XXH3-64 of a zero page */
 	int nohash;     /* IPK_MI_NOHASH: page hashes not computed */
+	struct follow *fl; /* followed: the parse runs in fl->th */
 };
 
 static const uint8_t zero_page[IPK_PAGE_SIZE];
@@ -84,6 +110,15 @@ void ipk_memimg_free(struct ipk_memimg *m)
 {
 	if (!m)
 		return;
+	if (m->fl) {
+		atomic_store(&m->fl->cancel, 1);
+		if (m->fl->started)
+			pthread_join(m->fl->th, NULL);
+		pthread_mutex_destroy(&m->fl->mu);
+		pthread_cond_destroy(&m->fl->cv);
+		close(m->fl->fd);
+		free(m->fl);
+	}
 	if (m->map)
 		munmap(m->map, m->maplen);
 	free(m->owned);
@@ -97,8 +132,31 @@ void ipk_memimg_trim(const struct ipk_memimg *m)
 {
 	/* Only read, never written: dropping the pages is safe, also while
 	 * another thread reads them (it faults them in again from the file). */
-	if (m && m->map)
+	if (m && m->map && m->fl)
+		/* the first page holds the replaced magic: a private copy */
+		madvise((uint8_t *)m->map + IPK_PAGE_SIZE, m->maplen - IPK_PAGE_SIZE, MADV_DONTNEED);
+	else if (m && m->map)
 		madvise(m->map, m->maplen, MADV_DONTNEED);
+}
+
+/* The bytes a parse may read: all of them, or what a followed file has so far. */
+static size_t parse_len(const struct ipk_memimg *m)
+{
+	return m->fl ? m->fl->avail : m->len;
+}
+
+/* A followed libvirt image whose magic is still the partial one: read it
+ * as complete (a private copy of the first page), before anything is
+ * hashed or parsed, once the first page is written (the file is written
+ * in order). */
+static void patch_magic(struct ipk_memimg *m)
+{
+	struct follow *f = m->fl;
+	if (f->patched || m->kind != IPK_MI_LIBVIRT || f->avail < IPK_PAGE_SIZE)
+		return;
+	if (!memcmp(m->buf, IPK_LIBVIRT_MAGIC_PARTIAL, 16))
+		memcpy(m->map, IPK_LIBVIRT_MAGIC, 16);
+	f->patched = 1;
 }
 
 /* Hash the image's bytes up to upto (the parse goes forward), dropping the
@@ -107,14 +165,15 @@ static void advance(struct ipk_memimg *m, size_t upto)
 {
 	if (!m->hs || upto <= m->hashed)
 		return;
-	if (upto > m->len)
-		upto = m->len;
+	size_t lim = parse_len(m);
+	if (upto > lim)
+		upto = lim;
 	if (m->map && upto > m->populated) {
 		/* Fault the next stretch in with one call, not page by page. */
 		size_t from = (m->populated > m->hashed ? m->populated : m->hashed) & ~(size_t)(IPK_PAGE_SIZE - 1);
 		size_t n = upto - from > IPK_MI_POPULATE_BYTES ? upto - from : IPK_MI_POPULATE_BYTES;
-		if (n > m->len - from)
-			n = m->len - from;
+		if (n > lim - from)
+			n = lim - from;
 		madvise((uint8_t *)m->map + from, n, MADV_POPULATE_READ);
 		m->populated = from + n;
 	}
@@ -141,11 +200,35 @@ static int grow(void **p, size_t *cap, size_t need, size_t size, struct ipk_err 
 	return 0;
 }
 
+/* Room for one more item; a followed image's items move only under its
+ * lock (ipk_memimg_follow_items copies them under it). */
+static int grow_items(struct ipk_memimg *m, struct ipk_err *err)
+{
+	if (m->nitems < m->capitems)
+		return 0;
+	if (!m->fl)
+		return grow((void **)&m->items, &m->capitems, m->nitems + 1, sizeof(*m->items), err);
+	pthread_mutex_lock(&m->fl->mu);
+	int rc = grow((void **)&m->items, &m->capitems, m->nitems + 1, sizeof(*m->items), err);
+	pthread_mutex_unlock(&m->fl->mu);
+	return rc;
+}
+
+/* Make the items so far usable by others (every 256 and at the end). */
+static void publish(struct ipk_memimg *m)
+{
+	struct follow *f = m->fl;
+	pthread_mutex_lock(&f->mu);
+	f->published = m->nitems;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+}
+
 int ipk_memimg_add_opaque(struct ipk_memimg *m, uint64_t off, uint64_t len, struct ipk_err *err)
 {
 	while (len > 0) {
 		uint64_t n = len > IPK_MI_OPAQUE_MAX ? IPK_MI_OPAQUE_MAX : len;
-		if (grow((void **)&m->items, &m->capitems, m->nitems + 1, sizeof(*m->items), err) < 0)
+		if (grow_items(m, err) < 0)
 			return -1;
 		struct ipk_mi_item *it = &m->items[m->nitems++];
 		memset(it, 0, sizeof(*it));
@@ -161,7 +244,7 @@ int ipk_memimg_add_opaque(struct ipk_memimg *m, uint64_t off, uint64_t len, stru
 
 int ipk_memimg_add_page(struct ipk_memimg *m, const struct ipk_mi_item *page, struct ipk_err *err)
 {
-	if (grow((void **)&m->items, &m->capitems, m->nitems + 1, sizeof(*m->items), err) < 0)
+	if (grow_items(m, err) < 0)
 		return -1;
 	struct ipk_mi_item *it = &m->items[m->nitems++];
 	*it = *page;
@@ -177,6 +260,8 @@ int ipk_memimg_add_page(struct ipk_memimg *m, const struct ipk_mi_item *page, st
 			   ? m->zhash
 			   : 0;
 	advance(m, it->off + (it->zero ? 1 : it->len));
+	if (m->fl && m->nitems - m->fl->published >= 256)
+		publish(m);
 	return 0;
 }
 
@@ -351,10 +436,10 @@ static int parse_process(struct ipk_memimg *m, struct ipk_err *err)
 	}
 }
 
-/* Build the model over buf; own: free it (malloc'd); map: unmap it (mmap'd,
- * len bytes), also on failure. */
-static struct ipk_memimg *from_mem(const void *buf, size_t len, int own, void *map, int kind, int flags,
-				   const char *name, struct ipk_err *err)
+/* A model over buf, not parsed yet; own: free it (malloc'd); map: unmap
+ * it (mmap'd, maplen bytes), also on failure. */
+static struct ipk_memimg *model_new(const void *buf, size_t len, int own, void *map, size_t maplen, int flags,
+				    const char *name, struct ipk_err *err)
 {
 	struct ipk_memimg *m = calloc(1, sizeof(*m));
 	XXH3_state_t *hs = XXH3_createState();
@@ -362,26 +447,52 @@ static struct ipk_memimg *from_mem(const void *buf, size_t len, int own, void *m
 		if (own)
 			free((void *)buf);
 		if (map)
-			munmap(map, len);
+			munmap(map, maplen);
 		free(m);
 		XXH3_freeState(hs);
 		ipk_err_set(err, IPK_EXIT_OSERR, "read image '%s': out of memory", name);
 		return NULL;
 	}
 	snprintf(m->name, sizeof(m->name), "%s", name);
-	m->buf = len ? buf : zero_page;
+	m->buf = len || map ? buf : zero_page;
 	m->len = len;
 	if (own)
 		m->owned = (void *)buf;
 	if (map) {
 		m->map = map;
-		m->maplen = len;
+		m->maplen = maplen;
 	}
 	m->zhash = ipk_xxh3_64(zero_page, IPK_PAGE_SIZE);
 	m->nohash = (flags & IPK_MI_NOHASH) != 0;
 	/* The image's identity is hashed as the parse goes (advance). */
 	m->hs = hs;
 	XXH3_128bits_reset(hs);
+	return m;
+}
+
+/* After the parse (rc): hash the rest, the identity, the page map. */
+static int model_finish(struct ipk_memimg *m, int rc, struct ipk_err *err)
+{
+	if (rc == 0)
+		advance(m, m->len);
+	XXH128_hash_t h = XXH3_128bits_digest(m->hs);
+	XXH3_freeState(m->hs);
+	m->hs = NULL;
+	m->hlo = h.low64;
+	m->hhi = h.high64;
+	if (rc < 0 || build_pages(m, err) < 0)
+		return -1;
+	ipk_memimg_trim(m);
+	return 0;
+}
+
+/* Build the model over buf (see model_new). */
+static struct ipk_memimg *from_mem(const void *buf, size_t len, int own, void *map, int kind, int flags,
+				   const char *name, struct ipk_err *err)
+{
+	struct ipk_memimg *m = model_new(buf, len, own, map, len, flags, name, err);
+	if (!m)
+		return NULL;
 	if (kind == 0 && len >= 16 && !memcmp(m->buf, IPK_PROC_MAGIC, 8))
 		kind = IPK_MI_PROCESS;
 	if (kind == 0)
@@ -390,19 +501,169 @@ static struct ipk_memimg *from_mem(const void *buf, size_t len, int own, void *m
 	int rc = m->kind == IPK_MI_PLAIN     ? parse_plain(m, err) :
 		 m->kind == IPK_MI_PROCESS ? parse_process(m, err) :
 					     ipk_qemusave_parse(m, err);
-	if (rc == 0)
-		advance(m, len);
-	XXH128_hash_t h = XXH3_128bits_digest(hs);
-	XXH3_freeState(hs);
-	m->hs = NULL;
-	m->hlo = h.low64;
-	m->hhi = h.high64;
-	if (rc < 0 || build_pages(m, err) < 0) {
+	if (model_finish(m, rc, err) < 0) {
 		ipk_memimg_free(m);
 		return NULL;
 	}
-	ipk_memimg_trim(m);
 	return m;
+}
+
+size_t ipk_memimg_more(struct ipk_memimg *m, size_t want)
+{
+	struct follow *f = m->fl;
+	if (!f)
+		return m->len;
+	while (f->avail < want && !f->writer && !atomic_load(&f->cancel)) {
+		/* the end first, then the size: a size read after the end is final */
+		int w = f->ended ? f->ended(f->ctx) : 0;
+		char mg[16];
+		if (w == 0 && m->kind == IPK_MI_LIBVIRT && pread(f->fd, mg, sizeof(mg), 0) == (ssize_t)sizeof(mg) &&
+		    !memcmp(mg, IPK_LIBVIRT_MAGIC, sizeof(mg)))
+			w = 1;
+		struct stat st;
+		if (fstat(f->fd, &st) < 0) {
+			snprintf(f->why, sizeof(f->why), "%s", strerror(errno));
+			f->writer = -1;
+			break;
+		}
+		if ((size_t)st.st_size > f->reserve) {
+			snprintf(f->why, sizeof(f->why), "it grew beyond %zu bytes", f->reserve);
+			f->writer = -1;
+			break;
+		}
+		if ((size_t)st.st_size > f->avail)
+			f->avail = (size_t)st.st_size;
+		if (w < 0)
+			snprintf(f->why, sizeof(f->why), "its writer failed before it was complete");
+		if (w) {
+			f->writer = w;
+			break;
+		}
+		if (f->avail >= want)
+			break;
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	if (atomic_load(&f->cancel) && !f->why[0])
+		snprintf(f->why, sizeof(f->why), "stopped");
+	return f->avail;
+}
+
+static void *follow_run(void *arg)
+{
+	struct ipk_memimg *m = arg;
+	struct follow *f = m->fl;
+	struct ipk_err e = { 0 };
+	/* the first page (libvirt's header) before anything is parsed */
+	size_t n = ipk_memimg_more(m, IPK_PAGE_SIZE);
+	int rc = -1;
+	m->kind = ipk_qemusave_detect(m->buf, n);
+	if (!m->kind) {
+		if (!f->why[0])
+			ipk_err_set(&e, IPK_EXIT_DATAERR, "follow image '%s': not a libvirt save image or QEMU stream",
+				    m->name);
+	} else {
+		patch_magic(m);
+		rc = ipk_qemusave_parse(m, &e);
+	}
+	if (f->why[0] || f->writer < 0 || atomic_load(&f->cancel))
+		rc = ipk_err_set(&e, IPK_EXIT_IOERR, "follow image '%s': %s", m->name, f->why[0] ? f->why : "stopped");
+	uint8_t hd[IPK_LIBVIRT_HEADER_LEN];
+	if (rc == 0 && m->kind == IPK_MI_LIBVIRT &&
+	    (f->avail < sizeof(hd) || pread(f->fd, hd, sizeof(hd), 0) != (ssize_t)sizeof(hd) ||
+	     memcmp(hd, m->buf, sizeof(hd))))
+		rc = ipk_err_set(&e, IPK_EXIT_IOERR,
+				 "follow image '%s': its libvirt header changed while it was written (not only the magic)",
+				 m->name);
+	m->len = f->avail;
+	rc = model_finish(m, rc, &e);
+	pthread_mutex_lock(&f->mu);
+	f->published = m->nitems;
+	f->state = rc == 0 ? 1 : -1;
+	f->err = e;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	return NULL;
+}
+
+struct ipk_memimg *ipk_memimg_follow(int fd, const char *name, int flags, size_t reserve, int (*ended)(void *ctx),
+				     void *ctx, struct ipk_err *err)
+{
+	reserve = (reserve + IPK_PAGE_SIZE - 1) & ~(size_t)(IPK_PAGE_SIZE - 1);
+	if (reserve < IPK_PAGE_SIZE)
+		reserve = IPK_PAGE_SIZE;
+	struct follow *f = calloc(1, sizeof(*f));
+	int dfd = f ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+	/* writable private mapping: only the first page is ever written (the magic) */
+	void *p = dfd >= 0 ? mmap(NULL, reserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, dfd, 0)
+			   : MAP_FAILED;
+	if (p == MAP_FAILED) {
+		ipk_err_set(err, IPK_EXIT_OSERR, "follow image '%s': %s", name, strerror(errno));
+		if (dfd >= 0)
+			close(dfd);
+		free(f);
+		return NULL;
+	}
+	struct ipk_memimg *m = model_new(p, 0, 0, p, reserve, flags, name, err);
+	if (!m) {
+		close(dfd);
+		free(f);
+		return NULL;
+	}
+	f->fd = dfd;
+	f->reserve = reserve;
+	f->ended = ended;
+	f->ctx = ctx;
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cv, NULL);
+	m->fl = f;
+	int te = pthread_create(&f->th, NULL, follow_run, m);
+	if (te != 0) {
+		ipk_err_set(err, IPK_EXIT_OSERR, "follow image '%s': %s", name, strerror(te));
+		ipk_memimg_free(m);
+		return NULL;
+	}
+	f->started = 1;
+	return m;
+}
+
+size_t ipk_memimg_follow_wait(const struct ipk_memimg *m, size_t want, int *state)
+{
+	struct follow *f = m->fl;
+	if (!f) {
+		*state = 1;
+		return m->nitems;
+	}
+	pthread_mutex_lock(&f->mu);
+	while (f->published < want && !f->state)
+		pthread_cond_wait(&f->cv, &f->mu);
+	size_t n = f->published;
+	*state = f->state;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+void ipk_memimg_follow_items(const struct ipk_memimg *m, size_t from, size_t to, struct ipk_mi_item *out)
+{
+	if (m->fl)
+		pthread_mutex_lock(&m->fl->mu);
+	memcpy(out, m->items + from, (to - from) * sizeof(*out));
+	if (m->fl)
+		pthread_mutex_unlock(&m->fl->mu);
+}
+
+int ipk_memimg_follow_join(const struct ipk_memimg *m, struct ipk_err *err)
+{
+	struct follow *f = m->fl;
+	if (!f || !f->started)
+		return 0;
+	pthread_join(f->th, NULL);
+	f->started = 0;
+	if (f->state < 0) {
+		*err = f->err;
+		return -1;
+	}
+	return 0;
 }
 
 struct ipk_memimg *ipk_memimg_from_mem(const void *buf, size_t len, int own, int kind,

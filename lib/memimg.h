@@ -192,6 +192,48 @@ int ipk_mi_page_header(const struct ipk_mi_block *blocks, size_t nblocks, uint16
  * Returns 0, or -1 with err set (IPK_EXIT_IOERR). */
 int ipk_memimg_write(const struct ipk_memimg *m, int fd, struct ipk_err *err);
 
+/* Following an image that is still being written.
+ *
+ * ipk_memimg_follow models a regular file that another process writes from
+ * start to end while it is read (libvirt writing a save image or a live
+ * snapshot): the parse runs in its own thread and waits for the bytes it
+ * needs, so that a user (the delta encoder) can work on the first items
+ * while the rest is written. The file is mapped at `reserve` bytes; growing
+ * past that fails the parse. The writer's end is learnt from ended(ctx)
+ * (called from the parse thread while it waits: 0 still writing, 1 done,
+ * -1 failed) and, for a libvirt image, from libvirt rewriting the header's
+ * magic from "LibvirtQemudPart" to "LibvirtQemudSave", which it does last.
+ * The partial magic is read as the complete one; at the end the file's
+ * libvirt header must equal the one parsed, else the parse fails. Only
+ * libvirt save images and QEMU streams are followed.
+ *
+ * While the parse runs, use only ipk_memimg_follow_wait,
+ * ipk_memimg_follow_items, ipk_memimg_item_data (of items obtained so),
+ * ipk_memimg_trim and, once an item is usable, ipk_memimg_kind and
+ * ipk_memimg_blocks (both final by then). After ipk_memimg_follow_join
+ * returned 0 the image is what ipk_memimg_from_fd would have built from
+ * the complete file. ipk_memimg_free stops a parse still running. */
+
+/* Start following fd (dup'd; the caller keeps its own). Returns the image,
+ * or NULL with err set (IPK_EXIT_OSERR). */
+struct ipk_memimg *ipk_memimg_follow(int fd, const char *name, int flags, size_t reserve, int (*ended)(void *ctx),
+				     void *ctx, struct ipk_err *err);
+
+/* Wait until at least want items are usable or the parse ended. Returns
+ * the number of usable items (items below it never change); *state is 0
+ * while parsing, 1 when all items are there, -1 when the parse failed (see
+ * ipk_memimg_follow_join for why). On an image not followed: all items, 1. */
+size_t ipk_memimg_follow_wait(const struct ipk_memimg *m, size_t want, int *state);
+
+/* Copy the usable items [from, to) into out. */
+void ipk_memimg_follow_items(const struct ipk_memimg *m, size_t from, size_t to, struct ipk_mi_item *out);
+
+/* Wait for the parse to end. Returns 0 (the image complete, its page map
+ * built), or -1 with err set: the parse's error, IPK_EXIT_IOERR ("the
+ * writer failed", "grew beyond", "header changed"). No effect (0) on an image
+ * not followed. */
+int ipk_memimg_follow_join(const struct ipk_memimg *m, struct ipk_err *err);
+
 /* For format parsers (qemusave.c): add items and blocks while parsing, in
  * the order of the bytes (pages are hashed as they are added, and with them
  * the image up to their end). An opaque range longer than IPK_MI_OPAQUE_MAX
@@ -200,5 +242,8 @@ int ipk_memimg_add_opaque(struct ipk_memimg *m, uint64_t off, uint64_t len, stru
 int ipk_memimg_add_page(struct ipk_memimg *m, const struct ipk_mi_item *page, struct ipk_err *err);
 int ipk_memimg_add_block(struct ipk_memimg *m, const struct ipk_mi_block *b, struct ipk_err *err);
 void ipk_memimg_set_kind(struct ipk_memimg *m, int kind);
+/* Bytes of the input available to parse: at least want, or fewer when the
+ * input ends before (a followed image waits for its writer). */
+size_t ipk_memimg_more(struct ipk_memimg *m, size_t want);
 
 #endif

@@ -146,11 +146,15 @@ struct run {
 	int native_done;  /* engine libvirt: the guest moved to B */
 	int stream_ok;    /* the receiver can restore while it applies the delta */
 	int reply_pending; /* a streamed restore was sent; its answer is still due */
-	int cap_running;  /* the capture call still runs in cap_th (QEMU exiting on A) */
+	int cap_running;  /* the capture call still runs in cap_th */
 	pthread_t cap_th;
+	atomic_int cap_done; /* it returned: cap_rc, cap_err are set */
+	atomic_int guest_stopped; /* the capture's watcher saw the guest stop on A, */
+	double t_seen;            /* at this time (written before guest_stopped) */
 	int cap_rc;
 	struct ipk_err cap_err;
 	struct ipk_memimg *base_img; /* the base, opened before the capture (streamed delta) */
+	struct ipk_memimg *nw;       /* streamed: the final image, followed while libvirt writes it */
 	int b_defined;    /* engine libvirt: the domain was defined on B before */
 	double t_stop;    /* guest stopped on A */
 	double phase_t0;
@@ -160,6 +164,7 @@ struct run {
 };
 
 static int capture_wait(struct run *r, struct ipk_err *err);
+static int image_complete(const char *path);
 
 static int enter(struct run *r, int phase, struct ipk_err *err)
 {
@@ -261,25 +266,17 @@ static void *encoder_run(void *arg)
 static int send_stream(struct run *r, struct ipk_err *err)
 {
 	struct ipk_migrate_result *res = r->res;
-	struct stat sb;
-	res->image_bytes = stat(res->image, &sb) == 0 ? (uint64_t)sb.st_size : 0;
-	struct encoder_job e = { .base = r->base_img };
-	struct ipk_memimg *nw = ipk_image_open(res->image, err);
-	if (!nw)
-		return -1;
-	e.nw = nw;
+	struct encoder_job e = { .base = r->base_img, .nw = r->nw };
 	int pp[2], rc = -1;
 	uint8_t *buf = malloc((1 << 20) + (64 << 10));
 	if (!buf || pipe2(pp, O_CLOEXEC) < 0) {
 		free(buf);
-		ipk_memimg_free(nw);
 		return ipk_err_set(err, IPK_EXIT_OSERR, "pipe for the delta: %s", strerror(errno));
 	}
 	if (!(e.out = fdopen(pp[1], "wb"))) {
 		close(pp[0]);
 		close(pp[1]);
 		free(buf);
-		ipk_memimg_free(nw);
 		return ipk_err_set(err, IPK_EXIT_OSERR, "pipe for the delta: %s", strerror(errno));
 	}
 	setvbuf(e.out, NULL, _IOFBF, 1 << 20);
@@ -305,7 +302,6 @@ static int send_stream(struct run *r, struct ipk_err *err)
 		fclose(e.out);
 		close(pp[0]);
 		free(buf);
-		ipk_memimg_free(nw);
 		return -1;
 	}
 	/* The last HOLD bytes (the delta's end, with the end of QEMU's stream,
@@ -314,28 +310,58 @@ static int send_stream(struct run *r, struct ipk_err *err)
 	enum { CHUNK = 1 << 20, HOLD = 64 << 10 };
 	size_t have = 0;
 	int srcfail = 0, capfail = 0;
+	/* What the encoder has made goes at least every 50 ms, so that B
+	 * applies and loads it while A's capture still runs; with nothing to
+	 * send for 0.5 s an empty frame goes, so that a broken link shows
+	 * before the capture is complete (when it can still be cancelled). */
+	double last = ipk_mono();
 	for (;;) {
-		ssize_t n = read(pp[0], buf + have, CHUNK + HOLD - have);
-		if (n < 0 && errno == EINTR)
+		struct pollfd pf = { .fd = pp[0], .events = POLLIN };
+		int pr = poll(&pf, 1, 50);
+		if (pr < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
-			break;
-		have += (size_t)n;
-		res->delta_bytes += (uint64_t)n;
-		if (have < CHUNK + HOLD)
+		if (pr > 0) {
+			ssize_t n = read(pp[0], buf + have, CHUNK + HOLD - have);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			have += (size_t)n;
+			res->delta_bytes += (uint64_t)n;
+		}
+		double now = ipk_mono();
+		size_t out = have == CHUNK + HOLD ? CHUNK : have > HOLD && now - last >= 0.05 ? have - HOLD : 0;
+		if (!out && now - last < 0.5)
 			continue;
-		if (ipk_transport_send(r->t, IPK_FR_DATA, buf, CHUNK, err) < 0) {
+		if (ipk_transport_send(r->t, IPK_FR_DATA, buf, out, err) < 0) {
 			srcfail = 1;
 			break;
 		}
-		memmove(buf, buf + CHUNK, have - CHUNK);
-		have -= CHUNK;
+		last = now;
+		memmove(buf, buf + out, have - out);
+		have -= out;
 	}
 	close(pp[0]); /* the encoder, if still writing, fails (EPIPE) and ends */
 	pthread_join(th, NULL);
 	res->t_delta = e.seconds;
-	if (!srcfail && e.rc == 0 && capture_wait(r, err) < 0)
+	/* The image is complete (the encoder saw libvirt's final magic). Once
+	 * the guest was seen stopped too, all the capture call has left to do
+	 * is stop QEMU, which takes seconds; the snapshot is memory-only, so no
+	 * later step can resume the guest on A, and the tail goes now. */
+	for (int i = 0; !srcfail && e.rc == 0 && i < 10 && !atomic_load(&r->cap_done) && !atomic_load(&r->guest_stopped);
+	     i++)
+		nap(0.01);
+	int early = !srcfail && e.rc == 0 && !atomic_load(&r->cap_done) && atomic_load(&r->guest_stopped);
+	if (!srcfail && e.rc == 0 && !early && capture_wait(r, err) < 0)
 		capfail = 1;
+	if (!srcfail && !capfail && e.rc == 0) {
+		r->captured = 1;
+		snprintf(res->where, sizeof(res->where), "source-image");
+		struct stat sb;
+		res->image_bytes = stat(res->image, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+	} else if (e.rc < 0 && !srcfail && r->cap_running && capture_wait(r, err) < 0) {
+		capfail = 1; /* the encoder failed because the capture did: say why */
+	}
 	if (!srcfail && e.rc == 0 && !capfail && have && ipk_transport_send(r->t, IPK_FR_DATA, buf, have, err) < 0)
 		srcfail = 1;
 	if (srcfail) {
@@ -357,7 +383,6 @@ static int send_stream(struct run *r, struct ipk_err *err)
 			r->reply_pending = 1;
 	}
 	free(buf);
-	ipk_memimg_free(nw);
 	return rc;
 }
 
@@ -496,10 +521,16 @@ static void rollback(struct run *r, struct ipk_err *err)
 	struct ipk_migrate_result *res = r->res;
 	struct ipk_err ign = { 0 };
 	int failed_phase = res->phase;
-	if (r->cap_running && capture_wait(r, &ign) < 0) {
-		/* the capture call failed after its image was complete: libvirt
-		 * left the guest on A as it could (running, paused or off) */
-		r->captured = r->dom && dom_state(r->dom) == VIR_DOMAIN_SHUTOFF;
+	if (r->cap_running) {
+		/* a live capture still writing its image is cancelled (the guest
+		 * runs on); one whose image is complete only stops QEMU */
+		if (!image_complete(res->image))
+			virDomainAbortJob(r->dom);
+		if (capture_wait(r, &ign) == 0)
+			r->captured = 1;
+		else /* libvirt left the guest on A as it could (running, paused or off) */
+			r->captured = r->dom && dom_state(r->dom) == VIR_DOMAIN_SHUTOFF;
+		virResetLastError();
 	}
 	enter(r, IPK_MIG_ROLLBACK, &ign);
 	res->phase = failed_phase;
@@ -562,6 +593,8 @@ static void rollback(struct run *r, struct ipk_err *err)
 	}
 	/* 2. A: run the guest again. */
 	if (!r->captured) {
+		if (res->image[0] && !image_complete(res->image))
+			unlink(res->image); /* a cancelled capture's partial image */
 		int st = r->dom ? dom_state(r->dom) : -1;
 		if (st == VIR_DOMAIN_PAUSED)
 			virDomainResume(r->dom);
@@ -608,6 +641,8 @@ struct stopwatch {
 	const char *uri, *domain;
 	atomic_int done;
 	double t_stop; /* 0: not seen */
+	double *t_seen;      /* when seen, */
+	atomic_int *stopped; /* then set */
 };
 
 static void *stopwatch_run(void *arg)
@@ -619,7 +654,8 @@ static void *stopwatch_run(void *arg)
 	while (d && !atomic_load(&w->done)) {
 		int st = dom_state(d);
 		if (st >= 0 && st != VIR_DOMAIN_RUNNING) {
-			w->t_stop = ipk_mono();
+			w->t_stop = *w->t_seen = ipk_mono();
+			atomic_store(w->stopped, 1);
 			break;
 		}
 		poll(NULL, 0, 10);
@@ -652,7 +688,8 @@ static int capture_final(struct run *r, struct ipk_err *err)
 	snprintf(xml, sizeof(xml),
 		 "<domainsnapshot><name>ipkit-final-%ld</name><memory snapshot='external' file='%.4096s'/></domainsnapshot>",
 		 (long)ipk_now(), res->image);
-	struct stopwatch w = { .uri = o->source_uri, .domain = o->domain };
+	struct stopwatch w = { .uri = o->source_uri, .domain = o->domain, .t_seen = &r->t_seen,
+				 .stopped = &r->guest_stopped };
 	pthread_t th;
 	int watching = pthread_create(&th, NULL, stopwatch_run, &w) == 0;
 	double t0 = ipk_mono();
@@ -687,16 +724,25 @@ static int capture_final(struct run *r, struct ipk_err *err)
 	return 0;
 }
 
-/* The capture in a thread, so that the transfer can start as soon as the
- * image is complete: libvirt marks a save image complete by rewriting its
- * magic from "LibvirtQemudPart" to "LibvirtQemudSave" as the last step of
- * writing it, and only then stops QEMU on A (with HALT, or after a save)
- * and waits for it to exit, which here takes seconds. */
+/* The capture in a thread, so that the delta is encoded from its image while
+ * libvirt writes it (ipk_memimg_follow). */
 static void *capture_run(void *arg)
 {
 	struct run *r = arg;
 	r->cap_rc = capture_final(r, &r->cap_err);
+	atomic_store(&r->cap_done, 1);
 	return NULL;
+}
+
+/* The followed image's writer is the capture call: 1 when it succeeded, -1
+ * when it failed, 0 while it runs. libvirt's final magic tells the end
+ * earlier (memimg.h). */
+static int capture_ended(void *ctx)
+{
+	struct run *r = ctx;
+	if (!atomic_load(&r->cap_done))
+		return 0;
+	return r->cap_rc == 0 ? 1 : -1;
 }
 
 static int image_complete(const char *path)
@@ -725,28 +771,35 @@ static int capture_wait(struct run *r, struct ipk_err *err)
 	return 0;
 }
 
-/* Capture; returns 0 once the image is complete (the call itself may still
- * run: r->cap_running), or -1 with err when it failed. */
+/* Start the capture in a thread and follow its image as libvirt writes it
+ * (r->nw). Returns 0 once the image file exists, or -1 with err when the
+ * capture failed before (or the image cannot be followed; the capture may
+ * then still run: r->cap_running). */
 static int capture_start(struct run *r, struct ipk_err *err)
 {
-	if (pthread_create(&r->cap_th, NULL, capture_run, r) != 0)
-		return capture_final(r, err);
+	int te = pthread_create(&r->cap_th, NULL, capture_run, r);
+	if (te != 0)
+		return ipk_err_set(err, IPK_EXIT_OSERR, "start the capture: %s", strerror(te));
 	r->cap_running = 1;
-	for (;;) {
-		/* the thread is done, or the image complete while QEMU exits */
-		struct timespec ts = { 0, 5000000 };
-		nanosleep(&ts, NULL);
-		if (pthread_tryjoin_np(r->cap_th, NULL) == 0) {
-			r->cap_running = 0;
-			if (r->cap_rc < 0) {
-				*err = r->cap_err;
+	int fd;
+	while ((fd = open(r->res->image, O_RDONLY | O_CLOEXEC)) < 0) {
+		if (atomic_load(&r->cap_done)) {
+			if (capture_wait(r, err) < 0)
 				return -1;
-			}
-			return 0;
+			if ((fd = open(r->res->image, O_RDONLY | O_CLOEXEC)) >= 0)
+				break;
+			return ipk_err_set(err, IPK_EXIT_SOFTWARE, "capture '%s': no image at '%s' after it", r->o->domain,
+					   r->res->image);
 		}
-		if (image_complete(r->res->image))
-			return 0;
+		nap(0.002);
 	}
+	/* it may grow past the guest's memory by what the live pass sends again */
+	size_t bl;
+	ipk_memimg_bytes(r->base_img, &bl);
+	size_t reserve = 4 * bl > ((size_t)1 << 30) ? 4 * bl : (size_t)1 << 30;
+	r->nw = ipk_memimg_follow(fd, r->res->image, IPK_MI_NOHASH, reserve, capture_ended, r, err);
+	close(fd);
+	return r->nw ? 0 : -1;
 }
 
 static int verify_target(struct run *r, const struct ipk_guest_answer *before, struct ipk_err *err)
@@ -776,8 +829,10 @@ static int verify_target(struct run *r, const struct ipk_guest_answer *before, s
 				/* the counter counts guest seconds: it may not go back,
 				 * nor jump by more than the time that passed */
 				cJSON_AddNumberToObject(j, "counter_min", (double)before->counter);
+				/* the capture call may still run: then its watcher's time */
+				double t_stop = r->cap_running ? r->t_seen : r->t_stop;
 				cJSON_AddNumberToObject(j, "counter_max",
-							(double)before->counter + ceil(ipk_mono() - r->t_stop) + 3);
+							(double)before->counter + ceil(ipk_mono() - t_stop) + 3);
 			}
 			cJSON_AddNumberToObject(j, "timeout", o->verify_timeout > 0 ? o->verify_timeout : 30);
 		}
@@ -1013,15 +1068,21 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 		goto fail;
 	}
 	unlink(res->image);
-	/* streamed: the transfer starts while QEMU still exits on A (the
-	 * stream's last bytes wait for the capture call's success) */
-	if ((r.base_img ? capture_start(&r, err) : capture_final(&r, err)) < 0) {
-		if (dom_state(r.dom) == VIR_DOMAIN_SHUTOFF && access(res->image, R_OK) == 0)
-			r.captured = 1;
-		goto fail;
+	/* streamed: the delta is encoded from the image while libvirt writes
+	 * it, B restores from it as it comes, and the stream's last bytes wait
+	 * for the capture call's success */
+	if (r.base_img) {
+		if (capture_start(&r, err) < 0)
+			goto fail;
+	} else {
+		if (capture_final(&r, err) < 0) {
+			if (dom_state(r.dom) == VIR_DOMAIN_SHUTOFF && access(res->image, R_OK) == 0)
+				r.captured = 1;
+			goto fail;
+		}
+		r.captured = 1;
+		snprintf(res->where, sizeof(res->where), "source-image");
 	}
-	r.captured = 1;
-	snprintf(res->where, sizeof(res->where), "source-image");
 
 	/* with a delta and a receiver that can, transfer, apply and restore
 	 * overlap: the delta is encoded into the stream, B applies it as it
@@ -1053,13 +1114,24 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 		if (!(a = request_slow(t, j, "restored", slow_step(o), err)))
 			goto fail;
 	}
-	res->downtime = ipk_mono() - r.t_stop;
+	double t_restored = ipk_mono();
+	res->downtime = t_restored - (r.cap_running ? r.t_seen : r.t_stop);
 	res->target_restore = cJSON_GetNumberValue(cJSON_GetObjectItem(a, "restore_seconds"));
 	if (res->streamed)
 		res->target_apply = cJSON_GetNumberValue(cJSON_GetObjectItem(a, "apply_seconds"));
 	cJSON_Delete(a);
 	if (enter(&r, IPK_MIG_VERIFY, err) < 0 || verify_target(&r, &before, err) < 0)
 		goto fail;
+	if (r.cap_running) {
+		/* the stream's tail went before the capture call returned (A's
+		 * QEMU exiting): now it has, and the guest must be off on A */
+		struct ipk_err ce = { 0 };
+		if (capture_wait(&r, &ce) < 0 && dom_state(r.dom) == VIR_DOMAIN_RUNNING) {
+			*err = ce;
+			goto fail;
+		}
+		res->downtime = t_restored - r.t_stop;
+	}
 	if (enter(&r, IPK_MIG_RELEASE, err) < 0)
 		goto fail;
 	if (!(a = request(t, msg_new("commit"), "committed", err)))
@@ -1090,6 +1162,7 @@ out:
 		struct ipk_err ign = { 0 };
 		capture_wait(&r, &ign);
 	}
+	ipk_memimg_free(r.nw);
 	ipk_memimg_free(r.base_img);
 	if (r.dom)
 		virDomainFree(r.dom);
@@ -1171,9 +1244,13 @@ static int srv_verify(struct srv *s, const cJSON *req, cJSON *reply, struct ipk_
 	struct ipk_guest_answer a1, a2;
 	if (ipk_guest_verify(s->sock, timeout, &a1, err) < 0)
 		return -1;
-	nap(1.2);
-	if (ipk_guest_verify(s->sock, timeout, &a2, err) < 0)
-		return -1;
+	/* the counter counts guest seconds: it must move on within a few */
+	double t_stuck = ipk_mono() + 3;
+	do {
+		nap(0.1);
+		if (ipk_guest_verify(s->sock, timeout, &a2, err) < 0)
+			return -1;
+	} while (a2.counter <= a1.counter && ipk_mono() < t_stuck);
 	if (want && strcmp(want, a1.checksum) != 0)
 		return ipk_err_set(err, IPK_EXIT_FAIL, "verify '%s': frame checksum %s, expected %s", s->domain, a1.checksum,
 				   want);

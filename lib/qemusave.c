@@ -44,9 +44,17 @@ static int bad(struct parser *ps, size_t at, const char *why)
 			   ipk_memimg_name(ps->m), why, at);
 }
 
-static int need(struct parser *ps, size_t k)
+/* At least k more bytes at pos? A followed image waits for them. */
+static int have(struct parser *ps, size_t k)
 {
 	if (ps->n - ps->pos < k)
+		ps->n = ipk_memimg_more(ps->m, ps->pos + k);
+	return ps->n - ps->pos >= k;
+}
+
+static int need(struct parser *ps, size_t k)
+{
+	if (!have(ps, k))
 		return bad(ps, ps->n, "truncated");
 	return 0;
 }
@@ -182,7 +190,7 @@ static int parse_ram_body(struct parser *ps)
 /* Find the ram section's START header from pos on: 0x01, be32 id, 0x03 "ram",
  * be32 instance, be32 version, then a block-list word. Used to step over
  * configuration subsections, whose layout is not described in the stream. */
-static size_t find_ram_start(const struct parser *ps, size_t from)
+static size_t find_ram_start_in(const struct parser *ps, size_t from)
 {
 	static const uint8_t pat[] = { 0x03, 'r', 'a', 'm' };
 	size_t i = from;
@@ -199,13 +207,25 @@ static size_t find_ram_start(const struct parser *ps, size_t from)
 	return 0;
 }
 
+/* find_ram_start_in, on a followed image over more of it as it comes:
+ * the section is near the stream's start. */
+static size_t find_ram_start(struct parser *ps, size_t from)
+{
+	for (;;) {
+		size_t at = find_ram_start_in(ps, from);
+		if (at || !have(ps, ps->n - ps->pos + (64u << 10)))
+			return at ? at : find_ram_start_in(ps, from);
+	}
+}
+
 int ipk_qemusave_parse(struct ipk_memimg *m, struct ipk_err *err)
 {
 	struct parser ps = { .m = m, .cur_block = -1, .err = err };
 	ps.p = ipk_memimg_bytes(m, &ps.n);
+	ps.n = ipk_memimg_more(m, IPK_LIBVIRT_HEADER_LEN);
 	int kind = ipk_qemusave_detect(ps.p, ps.n);
 	if (kind == IPK_MI_LIBVIRT) {
-		if (ps.n < IPK_LIBVIRT_HEADER_LEN)
+		if (!have(&ps, IPK_LIBVIRT_HEADER_LEN))
 			return bad(&ps, ps.n, "truncated libvirt header");
 		/* virQEMUSaveHeader: magic[16], version, data_len, was_running,
 		 * compressed, cookieOffset, unused[14], all uint32 in host order. */
@@ -218,7 +238,7 @@ int ipk_qemusave_parse(struct ipk_memimg *m, struct ipk_err *err)
 			return ipk_err_set(err, IPK_EXIT_DATAERR,
 					   "read libvirt save image '%s': compressed images (format %u) are not supported",
 					   ipk_memimg_name(m), f[3]);
-		if (f[1] > ps.n - IPK_LIBVIRT_HEADER_LEN)
+		if (!have(&ps, IPK_LIBVIRT_HEADER_LEN + (size_t)f[1]))
 			return bad(&ps, 20, "domain XML length beyond the end");
 		ps.pos = IPK_LIBVIRT_HEADER_LEN + f[1];
 	} else if (kind != IPK_MI_QEMU) {
@@ -234,7 +254,7 @@ int ipk_qemusave_parse(struct ipk_memimg *m, struct ipk_err *err)
 		return bad(&ps, ps.pos + 4, "unsupported QEMU stream version");
 	ps.pos += 8;
 	/* The configuration section: 0x07, be32 length, machine name. */
-	if (ps.pos < ps.n && ps.p[ps.pos] == SEC_CONFIGURATION) {
+	if (have(&ps, 1) && ps.p[ps.pos] == SEC_CONFIGURATION) {
 		if (need(&ps, 5) < 0)
 			return -1;
 		uint32_t l = be32(ps.p + ps.pos + 1);
@@ -245,7 +265,7 @@ int ipk_qemusave_parse(struct ipk_memimg *m, struct ipk_err *err)
 	}
 	uint32_t ram_id = 0;
 	int have_ram = 0, ram_done = 0;
-	while (ps.pos < ps.n && !ram_done) {
+	while (!ram_done && have(&ps, 1)) {
 		uint8_t t = ps.p[ps.pos];
 		if (!have_ram && t != SEC_START) {
 			/* Subsections of the configuration (or anything else before RAM). */
@@ -288,10 +308,11 @@ int ipk_qemusave_parse(struct ipk_memimg *m, struct ipk_err *err)
 		}
 		if (parse_ram_body(&ps) < 0)
 			return -1;
-		if (ps.n - ps.pos >= 5 && ps.p[ps.pos] == SEC_FOOTER && be32(ps.p + ps.pos + 1) == ram_id)
+		if (have(&ps, 5) && ps.p[ps.pos] == SEC_FOOTER && be32(ps.p + ps.pos + 1) == ram_id)
 			ps.pos += 5;
 	}
 	if (!have_ram)
 		return bad(&ps, ps.qemu_start, "no RAM section");
+	ps.n = ipk_memimg_more(m, SIZE_MAX); /* the rest, to the end */
 	return ipk_memimg_add_opaque(m, ps.op_start, ps.n - ps.op_start, err);
 }

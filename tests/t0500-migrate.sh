@@ -144,6 +144,15 @@ expect_rolled_back "streamed delta, corrupted byte" 65 "integrity check failed"
 migrate 1 2 tcp "IPKIT_MIGRATE_TEST_HOOK=apply:exit 3"
 expect_rolled_back "streamed delta, failure after B restored" 1 "hook for phase apply"
 check_eq "streamed delta, failure after B restored: it was streamed" True "$(field streamed)"
+# a failure while A's live capture still writes the image (the transfer
+# starts as soon as libvirt created it): the capture is cancelled, the guest
+# never stops on A
+W="streamed delta, failure during the live capture"
+migrate 1 2 tcp "IPKIT_MIGRATE_TEST_HOOK=transfer:exit 3"
+expect_rolled_back "$W" 1 "hook for phase transfer"
+check_eq "$W: the guest did not stop (no downtime in the record)" "" "$(field downtime_s)"
+[ ! -e "$TMP/a/$NAME.save" ] && ok "$W: no partial image left on host 1" ||
+	fail "$W: no partial image left on host 1" "$(ls -l "$TMP/a")"
 rm -f "$TMP/a/$NAME.base" "$TMP/b/$NAME.base" # the faults below send full images
 
 # ---- faults (the guest runs on host 1) -----------------------------------------

@@ -120,7 +120,8 @@ static int inspect(const struct ipk_cli *cli, const char *path, struct ipk_err *
 		cJSON_AddStringToObject(o, "source", "");
 		cJSON_AddStringToObject(o, "format", "ipkit-delta");
 		cJSON_AddStringToObject(o, "base", base);
-		cJSON_AddNumberToObject(o, "bytes", (double)h.size);
+		if (!(h.flags & IPK_IMG_FLAG_SIZE_AT_END)) /* else known only at its end */
+			cJSON_AddNumberToObject(o, "bytes", (double)h.size);
 		cJSON_AddNumberToObject(o, "image_bytes", (double)len);
 	} else {
 		struct ipk_memimg *m = is_img ? ipk_image_open(path, err) : NULL;

@@ -8,6 +8,9 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1086,6 +1089,171 @@ static void test_nohash(void)
 	}
 }
 
+/* A writer that writes an image into a file the way libvirt writes a save
+ * image: in pieces, with the partial magic first and the final one last. */
+struct writer {
+	const uint8_t *p;
+	size_t n;
+	int fd;
+	size_t fail_at;    /* stop there and report failure; 0: never */
+	int change_header; /* at the end, also change a header field */
+	int raw;           /* a bare QEMU stream: the end is told by the callback */
+	atomic_int state;  /* 0 writing, 1 done, -1 failed */
+};
+
+static void *writer_run(void *arg)
+{
+	struct writer *w = arg;
+	enum { PIECE = 256 << 10 };
+	for (size_t off = 0; off < w->n; off += PIECE) {
+		size_t k = w->n - off < PIECE ? w->n - off : PIECE;
+		if (w->fail_at && off >= w->fail_at) {
+			atomic_store(&w->state, -1);
+			return NULL;
+		}
+		const uint8_t *src = w->p + off;
+		uint8_t first[PIECE];
+		if (off == 0 && !w->raw) {
+			memcpy(first, src, k);
+			memcpy(first, IPK_LIBVIRT_MAGIC_PARTIAL, 16);
+			src = first;
+		}
+		if (pwrite(w->fd, src, k, (off_t)off) != (ssize_t)k) {
+			atomic_store(&w->state, -1);
+			return NULL;
+		}
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	if (!w->raw) {
+		uint8_t h[24];
+		memcpy(h, w->p, sizeof(h));
+		if (w->change_header)
+			h[20] ^= 1;
+		if (pwrite(w->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
+			atomic_store(&w->state, -1);
+	}
+	if (!atomic_load(&w->state))
+		atomic_store(&w->state, 1);
+	return NULL;
+}
+
+/* libvirt images: the end is the final magic (the callback reports only failure). */
+static int writer_ended(void *ctx)
+{
+	struct writer *w = ctx;
+	int s = atomic_load(&w->state);
+	return s < 0 || w->raw ? s : 0;
+}
+
+/* Follow img (n bytes) while a writer writes it; encode it against base as
+ * it comes. Returns the encode's result; *d, *dl: the delta. */
+static int follow_encode(const struct ipk_memimg *base, const uint8_t *img, size_t n, struct writer *w,
+			 size_t reserve, uint8_t **d, size_t *dl, struct ipk_err *err)
+{
+	char tmpl[] = "/tmp/ipkit-follow.XXXXXX";
+	int fd = mkstemp(tmpl);
+	w->p = img;
+	w->n = n;
+	w->fd = fd;
+	pthread_t th;
+	pthread_create(&th, NULL, writer_run, w);
+	struct ipk_memimg *m = ipk_memimg_follow(fd, tmpl, 0, reserve, writer_ended, w, err);
+	int rc = -1;
+	char *buf = NULL;
+	FILE *f = open_memstream(&buf, dl);
+	struct ipk_delta_opts o = { .threads = 2 };
+	if (m)
+		rc = ipk_delta_encode(base, m, f, &o, NULL, err);
+	fclose(f);
+	pthread_join(th, NULL);
+	ipk_memimg_free(m);
+	close(fd);
+	unlink(tmpl);
+	*d = (uint8_t *)buf;
+	return rc;
+}
+
+static void test_follow(void)
+{
+	struct sbuf a = make_stream(1, 1, 5000, 10000), b = make_stream(2, 1, 5000, 10000);
+	struct ipk_memimg *base = mk(a.p, a.n), *nw = mk(b.p, b.n);
+	size_t pl, dl, ol, ni;
+	ipk_memimg_items(nw, &ni);
+	printf("# followed image: %zu bytes, %zu items\n", b.n, ni);
+	uint8_t *plain = encode(base, nw, 2, 0, &pl, NULL), *d = NULL, *out = NULL;
+	struct ipk_err err = { 0 };
+	struct writer w = { 0 };
+	int rc = follow_encode(base, b.p, b.n, &w, 4 * b.n, &d, &dl, &err);
+	if (rc)
+		printf("# follow: %s\n", err.msg);
+	CHECK("follow: a libvirt image encoded while it is written (its end: the final magic)", rc == 0);
+	CHECK("follow: the encode started before the end (size at the end)",
+	      rc == 0 && dl > 64 && (d[13] & IPK_IMG_FLAG_SIZE_AT_END));
+	CHECK("follow: same records as the delta of the complete file",
+	      rc == 0 && dl == pl && !memcmp(d + 64, plain + 64, dl - 64 - 32));
+	rc = rc == 0 ? apply(base, d, dl, &out, &ol, &err) : -1;
+	CHECK("follow: the delta applies to the complete file, final magic included",
+	      rc == 0 && ol == b.n && !memcmp(out, b.p, b.n));
+	free(d);
+	free(out);
+	d = out = NULL;
+
+	/* A bare QEMU stream: its end is told by the writer. */
+	struct sbuf qa = make_stream(1, 0, 100, 3000), qb = make_stream(2, 0, 100, 3000);
+	struct ipk_memimg *qbase = mk(qa.p, qa.n);
+	struct writer wq = { .raw = 1 };
+	rc = follow_encode(qbase, qb.p, qb.n, &wq, qb.n, &d, &dl, &err);
+	rc = rc == 0 ? apply(qbase, d, dl, &out, &ol, &err) : -1;
+	CHECK("follow: a QEMU stream, its end told by the writer, round trip",
+	      rc == 0 && ol == qb.n && !memcmp(out, qb.p, qb.n));
+	free(d);
+	free(out);
+	d = out = NULL;
+
+	/* Refusals: the writer fails, the header changes, the file outgrows the reserve. */
+	struct writer wf = { .fail_at = b.n / 2 };
+	memset(&err, 0, sizeof(err));
+	rc = follow_encode(base, b.p, b.n, &wf, 4 * b.n, &d, &dl, &err);
+	CHECK("follow: a writer failing midway fails the encode", rc < 0 && err.code == IPK_EXIT_IOERR &&
+								   strstr(err.msg, "writer failed"));
+	free(d);
+	struct writer wh = { .change_header = 1 };
+	memset(&err, 0, sizeof(err));
+	rc = follow_encode(base, b.p, b.n, &wh, 4 * b.n, &d, &dl, &err);
+	CHECK("follow: a header changed beyond the magic is refused", rc < 0 && strstr(err.msg, "header changed"));
+	free(d);
+	struct writer wr = { 0 };
+	memset(&err, 0, sizeof(err));
+	rc = follow_encode(base, b.p, b.n, &wr, b.n / 2, &d, &dl, &err);
+	CHECK("follow: a file outgrowing its reserve is refused", rc < 0 && strstr(err.msg, "grew beyond"));
+	free(d);
+
+	/* Freed while its writer still writes: the parse stops. */
+	char tmpl[] = "/tmp/ipkit-follow.XXXXXX";
+	int fd = mkstemp(tmpl);
+	struct writer ws = { .p = b.p, .n = b.n, .fd = fd };
+	pthread_t th;
+	pthread_create(&th, NULL, writer_run, &ws);
+	struct ipk_memimg *m = ipk_memimg_follow(fd, tmpl, 0, 4 * b.n, writer_ended, &ws, &err);
+	int st;
+	size_t got = m ? ipk_memimg_follow_wait(m, 1, &st) : 0;
+	ipk_memimg_free(m);
+	pthread_join(th, NULL);
+	CHECK("follow: freed while still written", m && got >= 1);
+	close(fd);
+	unlink(tmpl);
+
+	free(plain);
+	ipk_memimg_free(base);
+	ipk_memimg_free(nw);
+	ipk_memimg_free(qbase);
+	free(a.p);
+	free(b.p);
+	free(qa.p);
+	free(qb.p);
+}
+
 /* A page whose LZ4 coding depends on the coder's history when the coder
  * carries state from one block to the next: its first four bytes come back
  * every 64 bytes with a different fifth byte (LZ4 hashes five bytes and
@@ -1214,6 +1382,7 @@ int main(void)
 	test_dict();
 	test_cdc();
 	test_qemu_synthetic();
+	test_follow();
 	test_nohash();
 	test_process_dump();
 	test_qemu_real();
