@@ -1,8 +1,9 @@
 /* cdc.c - content-defined chunking (see cdc.h). */
 #include "cdc.h"
 
-#define MASK_STRICT (((uint64_t)1 << 15) - 1) << 49 /* 15 top bits: used below IPK_CDC_AVG */
-#define MASK_LOOSE (((uint64_t)1 << 11) - 1) << 53  /* 11 top bits: from IPK_CDC_AVG on */
+/* A content point: the hash's 11 top bits (those that depend on all of the
+ * last 64 bytes) zero. */
+#define MASK ((((uint64_t)1 << 11) - 1) << 53)
 
 void ipk_cdc_init(struct ipk_cdc *c)
 {
@@ -15,26 +16,54 @@ void ipk_cdc_init(struct ipk_cdc *c)
 	}
 }
 
-size_t ipk_cdc_next(const struct ipk_cdc *c, const uint8_t *p, size_t n)
+/* The cut condition never looks at where the chunk started (only the
+ * forced cut at IPK_CDC_MAX does): a chunker that started its chunks
+ * elsewhere (as in the file before an insertion) makes the same content
+ * cuts once it is IPK_CDC_MIN + 64 bytes past the difference. A minimum
+ * chunk size counted from the chunk's start, or a cut condition that
+ * changes with the distance from it (FastCDC's normalised chunking, used
+ * before), makes a cut depend on the previous one, and the cuts of two
+ * such files could stay apart for many chunks after an insertion.
+ *
+ * Every byte is hashed (the content points before a cut matter), four at
+ * a time: a hash under 2^53 is one whose top 11 bits are zero, so when the
+ * least of the four is not, none of them is a content point; otherwise
+ * those four bytes are gone over again one by one. */
+size_t ipk_cdc_next(const struct ipk_cdc *c, struct ipk_cdc_scan *s, const uint8_t *p, size_t n)
 {
-	if (n <= IPK_CDC_MIN)
-		return n;
-	size_t end = n < IPK_CDC_MAX ? n : IPK_CDC_MAX;
-	size_t mid = end < IPK_CDC_AVG ? end : IPK_CDC_AVG;
-	uint64_t h = 0;
-	/* The hash needs 64 bytes of history: start it before the minimum. */
-	size_t i = IPK_CDC_MIN - 64;
-	for (; i < IPK_CDC_MIN; i++)
-		h = (h << 1) + c->gear[p[i]];
-	for (; i < mid; i++) {
-		h = (h << 1) + c->gear[p[i]];
-		if (!(h & MASK_STRICT))
-			return i + 1;
+	size_t at = s->at;
+	if (at >= n)
+		return 0;
+	size_t end = n - at < IPK_CDC_MAX ? n : at + IPK_CDC_MAX;
+	uint64_t h = s->h;
+	size_t last = s->last, i = at;
+	int cut = 0;
+	while (!cut && i < end) {
+		for (; i + 4 <= end; i += 4) {
+			uint64_t h1 = (h << 1) + c->gear[p[i]];
+			uint64_t h2 = (h1 << 1) + c->gear[p[i + 1]];
+			uint64_t h3 = (h2 << 1) + c->gear[p[i + 2]];
+			uint64_t h4 = (h3 << 1) + c->gear[p[i + 3]];
+			uint64_t m12 = h1 < h2 ? h1 : h2, m34 = h3 < h4 ? h3 : h4;
+			if ((m12 < m34 ? m12 : m34) <= ~MASK)
+				break;
+			h = h4;
+		}
+		for (size_t stop = end - i < 4 ? end : i + 4; i < stop;) {
+			h = (h << 1) + c->gear[p[i++]];
+			if (h & MASK)
+				continue;
+			/* A content point ending at i: a cut when the one before
+			 * it (or the start of the data) is at least IPK_CDC_MIN
+			 * bytes back. */
+			cut = i - last >= IPK_CDC_MIN;
+			last = i;
+			if (cut)
+				break;
+		}
 	}
-	for (; i < end; i++) {
-		h = (h << 1) + c->gear[p[i]];
-		if (!(h & MASK_LOOSE))
-			return i + 1;
-	}
-	return end;
+	s->at = i;
+	s->last = last;
+	s->h = h;
+	return i - at;
 }

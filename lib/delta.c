@@ -707,8 +707,9 @@ static int cdc_plan_make(const struct ipk_memimg *base, const struct ipk_memimg 
 	memset(pl, 0, sizeof(*pl));
 	if (!t)
 		return ipk_err_set(err, IPK_EXIT_OSERR, "encode delta: out of memory");
+	struct ipk_cdc_scan sb = { 0 }, sn = { 0 };
 	for (size_t at = 0, since = 0; at < bl;) {
-		size_t k = ipk_cdc_next(&cdc, b + at, bl - at);
+		size_t k = ipk_cdc_next(&cdc, &sb, b, bl);
 		uint64_t h = ipk_xxh3_64(b + at, k);
 		size_t i = (size_t)h & (cap - 1);
 		while (t[i].used && !(t[i].hash == h && t[i].len == k))
@@ -722,7 +723,7 @@ static int cdc_plan_make(const struct ipk_memimg *base, const struct ipk_memimg 
 		}
 	}
 	for (size_t at = 0, since = 0; at < nl;) {
-		size_t k = ipk_cdc_next(&cdc, n + at, nl - at);
+		size_t k = ipk_cdc_next(&cdc, &sn, n, nl);
 		if (pl->n == pl->cap) {
 			size_t nc = pl->cap ? 2 * pl->cap : 1024;
 			struct cdc_ent *ne = realloc(pl->e, nc * sizeof(*ne));

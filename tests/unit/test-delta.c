@@ -865,43 +865,203 @@ static void test_dict(void)
 	ipk_memimg_free(mb);
 }
 
-/* Content-defined chunks: cuts follow the content; a plain file with bytes
- * inserted or deleted in the middle is coded as copies of the base's chunks. */
-static void test_cdc(void)
+/* Content-defined chunks. Their data come from their own generator, not
+ * from rnd(): what the other tests draw cannot change them. */
+static uint64_t cdc_rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void cdc_fill(uint8_t *p, size_t n, uint64_t *s)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(cdc_rnd(s) >> 32);
+}
+
+/* The chunk ends of p[0..n) in order into cut[] (room for n / 1024 + 4);
+ * returns their number. *bad counts chunks of 0 or over IPK_CDC_MAX bytes,
+ * chunks under IPK_CDC_MIN that neither follow an IPK_CDC_MAX chunk nor end
+ * the data, a scan that does not end at n, and a next call past the end
+ * that does not return 0. */
+static size_t cdc_cuts(const struct ipk_cdc *c, const uint8_t *p, size_t n, size_t *cut, size_t *bad)
+{
+	struct ipk_cdc_scan s = { 0 };
+	size_t nc = 0, at = 0, prev = 0, k;
+	while ((k = ipk_cdc_next(c, &s, p, n)) > 0 && nc < n / 1024 + 4) {
+		at += k;
+		*bad += k > IPK_CDC_MAX || (k < IPK_CDC_MIN && prev != IPK_CDC_MAX && at != n) || s.at != at;
+		prev = k;
+		cut[nc++] = at;
+	}
+	*bad += at != n || ipk_cdc_next(c, &s, p, n) != 0;
+	return nc;
+}
+
+/* The chunk ends of p[0..n) by the definition in cdc.h, byte by byte:
+ * after a content point (top 11 hash bits zero) with none in the
+ * IPK_CDC_MIN bytes before it (the start counts as one), else
+ * IPK_CDC_MAX bytes after the chunk's start. */
+static size_t cdc_ref(const struct ipk_cdc *c, const uint8_t *p, size_t n, size_t *cut)
+{
+	uint64_t h = 0;
+	size_t nc = 0, start = 0, point = 0;
+	for (size_t i = 1; i <= n; i++) {
+		h = (h << 1) + c->gear[p[i - 1]];
+		int cp = h >> 53 == 0;
+		if ((cp && i - point >= IPK_CDC_MIN) || i - start == IPK_CDC_MAX || i == n)
+			cut[nc++] = start = i;
+		point = cp ? i : point;
+	}
+	return nc;
+}
+
+/* Whether the chunker's cuts of p[0..n) are cdc_ref's; cut and ref have
+ * room for n / 1024 + 4. */
+static int cdc_as_defined(const struct ipk_cdc *c, const uint8_t *p, size_t n, size_t *cut, size_t *ref)
+{
+	size_t bad = 0, nc = cdc_cuts(c, p, n, cut, &bad), nr = cdc_ref(c, p, n, ref);
+	return !bad && nc == nr && !memcmp(cut, ref, nc * sizeof(*cut));
+}
+
+/* Whether cut[0..nc) holds x. */
+static int cdc_has(const size_t *cut, size_t nc, size_t x)
+{
+	size_t lo = 0, hi = nc;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (cut[mid] < x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < nc && cut[lo] == x;
+}
+
+/* Cuts after an insertion or deletion, over many random inputs: once the
+ * chunker is IPK_CDC_MIN + 64 bytes past the change, the first content cut
+ * (a chunk shorter than IPK_CDC_MAX ends there) of the old data is a cut of
+ * the new data too, and from there on the cuts are the same content
+ * positions: by construction, for every input, not by luck. */
+static void test_cdc_resync(void)
 {
 	struct ipk_cdc c;
 	ipk_cdc_init(&c);
+	enum { SEEDS = 200 };
+	size_t n = 256 << 10, maxd = 12000, cap = (n + maxd) / 1024 + 4;
+	uint8_t *a = malloc(n), *b = malloc(n + maxd);
+	size_t *ca = malloc(cap * sizeof(*ca)), *cb = malloc(cap * sizeof(*cb));
+	size_t *cr = malloc(cap * sizeof(*cr));
+	size_t bad = 0, exact = 0, quick = 0, chunks = 0, lost_max = 0, undefined = 0;
+	double lost_sum = 0;
+	uint64_t s = 0x637463646364ull;
+	for (int k = 0; k < SEEDS; k++) {
+		cdc_fill(a, n, &s);
+		/* An insertion (even k) or deletion of 1 to 12000 bytes at
+		 * ea in A, eb in B: A[ea + x] is B[eb + x] after the change. */
+		size_t len = 1 + cdc_rnd(&s) % maxd, at = IPK_CDC_MAX + cdc_rnd(&s) % (n / 2), nb, ea, eb;
+		memcpy(b, a, at);
+		if (k % 2) {
+			memcpy(b + at, a + at + len, n - at - len);
+			nb = n - len, ea = at + len, eb = at;
+		} else {
+			cdc_fill(b + at, len, &s);
+			memcpy(b + at + len, a + at, n - at);
+			nb = n + len, ea = at, eb = at + len;
+		}
+		undefined += k < 20 && !cdc_as_defined(&c, b, nb, cb, cr);
+		size_t na = cdc_cuts(&c, a, n, ca, &bad), nbc = cdc_cuts(&c, b, nb, cb, &bad);
+		chunks += na;
+		/* The first content cut of A past the change + IPK_CDC_MIN + 64:
+		 * B's cuts from there on are A's. */
+		size_t i = 0;
+		while (i < na &&
+		       (ca[i] < ea + IPK_CDC_MIN + 64 || ca[i] - (i ? ca[i - 1] : 0) >= IPK_CDC_MAX || ca[i] == n))
+			i++;
+		size_t j = 0;
+		while (j < nbc && cb[j] < eb)
+			j++;
+		if (i < na) {
+			size_t from = ca[i] - ea + eb, same = 0, after = 0;
+			for (size_t x = j; x < nbc; x++)
+				if (cb[x] >= from) {
+					after++;
+					same += i + same < na && cb[x] - eb + ea == ca[i + same];
+				}
+			exact += cdc_has(cb, nbc, from) && after == na - i && same == after;
+		}
+		/* How far past the change the first shared cut is, and how many
+		 * bytes of B that came from A are in chunks that A lacks. */
+		size_t sync = SIZE_MAX, copied = 0;
+		for (size_t x = j; x < nbc && sync == SIZE_MAX; x++)
+			if (cb[x] - eb + ea <= n && cdc_has(ca, na, cb[x] - eb + ea))
+				sync = cb[x] - eb;
+		quick += sync <= IPK_CDC_MAX;
+		for (size_t x = 0; x < nbc; x++) {
+			size_t lo = x ? cb[x - 1] : 0, hi = cb[x];
+			if (hi <= at)
+				copied += (!lo || cdc_has(ca, na, lo)) && cdc_has(ca, na, hi) ? hi - lo : 0;
+			else if (lo >= eb)
+				copied += cdc_has(ca, na, lo - eb + ea) && cdc_has(ca, na, hi - eb + ea) ? hi - lo : 0;
+		}
+		size_t lost = nb - (eb - at) - copied;
+		lost_sum += (double)lost;
+		lost_max = lost > lost_max ? lost : lost_max;
+	}
+	printf("# cdc: %d random 256 KiB files, insertions and deletions of 1-12000 bytes: %.0f bytes a chunk,"
+	       " cuts the same again within %u bytes after %zu, %.0f (at most %zu) bytes of the unchanged content in"
+	       " chunks not found\n",
+	       SEEDS, (double)n * SEEDS / (double)chunks, IPK_CDC_MAX, quick, lost_sum / SEEDS, lost_max);
+	CHECK("cdc: chunks of 1 to 16 KiB cover the data, under 2 KiB only after a forced cut or at the end",
+	      bad == 0);
+	/* Short data, every length around the sizes that matter; all zero,
+	 * and a 7-byte pattern (no content cuts: forced ones only). */
+	static const size_t lens[] = { 0,    1,    2,    3,     4,     5,     7,     63,    64,    65,   2047,
+				       2048, 2049, 2050, 4096,  16383, 16384, 16385, 16389, 32768, 32769, 39999 };
+	for (size_t l = 0; l < sizeof(lens) / sizeof(*lens); l++) {
+		for (int kind = 0; kind < 3; kind++) {
+			for (size_t i = 0; i < lens[l]; i++)
+				a[i] = kind == 0   ? (uint8_t)(cdc_rnd(&s) >> 32)
+				       : kind == 1 ? 0
+						   : (uint8_t)"ipkit-c"[i % 7];
+			undefined += !cdc_as_defined(&c, a, lens[l], ca, cr);
+		}
+	}
+	CHECK("cdc: the cuts are those cdc.h defines (20 random files; short, zero and periodic data)",
+	      undefined == 0);
+	CHECK("cdc: about 5.5 KiB a chunk on random bytes",
+	      (double)n * SEEDS / (double)chunks > 4096 && (double)n * SEEDS / (double)chunks < 8192);
+	CHECK("cdc: after an insertion or deletion, the cuts from the first content cut past it on are the same content"
+	      " (every input)",
+	      exact == SEEDS);
+	CHECK("cdc: the cuts are the same content again within 16 KiB after the change (nearly every input)",
+	      quick >= SEEDS - 2);
+	CHECK("cdc: on average under 12 KiB of the unchanged content in chunks not found", lost_sum / SEEDS < 12288);
+	free(a);
+	free(b);
+	free(ca);
+	free(cb);
+	free(cr);
+}
+
+/* A plain file with bytes inserted or deleted is coded as copies of the
+ * base's chunks. */
+static void test_cdc(void)
+{
+	test_cdc_resync();
 	/* 10000 bytes: further than the dictionary coding of pages reaches (the
 	 * base's page at the same address), so pages alone would recode the
 	 * whole second half. */
+	uint64_t s = 0x6364656c7461ull;
 	size_t n = 1 << 20, ins = 10000, at = 500000;
-	uint8_t *a = rnd_bytes(n, 0), *b = malloc(n + ins);
+	uint8_t *a = malloc(n + 1), *b = malloc(n + ins);
+	cdc_fill(a, n, &s);
+	a[0] = 'X'; /* never a QEMU or libvirt magic */
 	memcpy(b, a, at);
-	for (size_t i = 0; i < ins; i++)
-		b[at + i] = (uint8_t)rnd();
+	cdc_fill(b + at, ins, &s);
 	memcpy(b + at + ins, a + at, n - at);
-	/* Cut points of both; after the insertion they are the same content positions. */
-	size_t cuts_a[1024], na = 0, bad = 0;
-	for (size_t o = 0; o < n && na < 1024;) {
-		size_t k = ipk_cdc_next(&c, a + o, n - o);
-		bad += k == 0 || (k < IPK_CDC_MIN && o + k != n) || k > IPK_CDC_MAX;
-		o += k;
-		cuts_a[na++] = o;
-	}
-	CHECK("chunks are 2-16 KiB and cover the file", bad == 0 && cuts_a[na - 1] == n);
-	printf("# cdc: %zu chunks in 1 MiB of random bytes\n", na);
-	CHECK("about 8 KiB a chunk on random bytes", na > 1024 * 1024 / 16384 && na < 1024 * 1024 / 4096);
-	size_t shared = 0, after = 0;
-	for (size_t o = 0; o < n + ins;) {
-		o += ipk_cdc_next(&c, b + o, n + ins - o);
-		if (o > at + ins + IPK_CDC_MAX) {
-			after++;
-			for (size_t i = 0; i < na; i++)
-				shared += cuts_a[i] == o - ins;
-		}
-	}
-	CHECK("after an insertion the cuts fall on the same content", after > 20 && shared == after);
-
 	round_trip("insertion in the middle", a, n, b, n + ins);
 	round_trip("deletion in the middle", b, n + ins, a, n);
 	struct ipk_memimg *ma = mk(a, n), *mb = mk(b, n + ins);
@@ -920,11 +1080,6 @@ static void test_cdc(void)
 	      s1.cdc_chunks > 0 && s1.cdc_copied_bytes > n - 2 * IPK_CDC_MAX);
 	CHECK("insertion: chunk delta under the insertion + 40 KiB, a tenth of the page delta",
 	      l1 < ins + 40 * 1024 && l1 * 10 < l2);
-	/* Compressible content shifted by a few bytes, not a multiple of 4 KiB. */
-	uint8_t *t = rnd_bytes(n, 1), *t2 = malloc(n);
-	memcpy(t2, t + 7, n - 7);
-	memset(t2 + n - 7, 'z', 7);
-	round_trip("compressible content shifted by 7 bytes", t, n, t2, n);
 	/* A range record in a delta refused when it copies past the base. */
 	uint8_t *out = NULL;
 	size_t ol;
@@ -940,6 +1095,48 @@ static void test_cdc(void)
 	seed("cdc-delta", d1, l1);
 	free(d3);
 	ipk_memimg_free(small);
+	/* More inputs: 10000 bytes inserted or deleted at random places. */
+	int good = 0;
+	uint8_t *c = malloc(n + ins);
+	for (int k = 0; k < 6; k++) {
+		/* Not near the end: there pages at the same offsets find nearly
+		 * all of it, and the encoder rightly keeps to them. */
+		size_t pos = n / 16 + cdc_rnd(&s) % (n / 2), nc, from_a;
+		cdc_fill(a, n, &s);
+		a[0] = 'X';
+		memcpy(c, a, pos);
+		if (k % 2) {
+			memcpy(c + pos, a + pos + ins, n - pos - ins);
+			nc = n - ins, from_a = nc;
+		} else {
+			cdc_fill(c + pos, ins, &s);
+			memcpy(c + pos + ins, a + pos, n - pos);
+			nc = n + ins, from_a = n;
+		}
+		struct ipk_memimg *xa = mk(a, n), *xc = mk(c, nc);
+		struct ipk_delta_stats st;
+		size_t dl, xl;
+		uint8_t *d = encode(xa, xc, 1, 0, &dl, &st), *x = NULL;
+		int ok = apply(xa, d, dl, &x, &xl, &err) == 0 && xl == nc && !memcmp(x, c, nc);
+		printf("# %s of %zu bytes at %zu: %zu bytes of the unchanged content in chunks not found,"
+		       " delta %zu bytes\n",
+		       k % 2 ? "deletion" : "insertion", ins, pos, (size_t)(from_a - st.cdc_copied_bytes), dl);
+		good += ok && st.cdc_chunks > 0 && st.cdc_copied_bytes > from_a - 2 * IPK_CDC_MAX;
+		free(x);
+		free(d);
+		ipk_memimg_free(xa);
+		ipk_memimg_free(xc);
+	}
+	CHECK("insertions and deletions at 6 random places: coded by chunks, nearly all copied, applied", good == 6);
+	free(c);
+	/* Compressible content shifted by a few bytes, not a multiple of 4 KiB. */
+	uint8_t *t = malloc(n + 1), *t2 = malloc(n);
+	for (size_t i = 0; i < n; i++)
+		t[i] = (uint8_t)"abcdefgh"[cdc_rnd(&s) % 8];
+	t[0] = 'X';
+	memcpy(t2, t + 7, n - 7);
+	memset(t2 + n - 7, 'z', 7);
+	round_trip("compressible content shifted by 7 bytes", t, n, t2, n);
 	ipk_memimg_free(ma);
 	ipk_memimg_free(mb);
 	free(d1);
