@@ -842,6 +842,8 @@ static int verify_target(struct run *r, const struct ipk_guest_answer *before, s
 		snprintf(res->checksum, sizeof(res->checksum), "%s",
 			 cJSON_GetStringValue(cJSON_GetObjectItem(a, "checksum")) ?: "");
 		res->counter_after = (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(a, "counter"));
+		res->target_verify_answer = cJSON_GetNumberValue(cJSON_GetObjectItem(a, "answer_seconds"));
+		res->target_verify_advance = cJSON_GetNumberValue(cJSON_GetObjectItem(a, "advance_seconds"));
 		cJSON_Delete(a);
 	}
 	double vt = o->verify_timeout > 0 ? o->verify_timeout : 30;
@@ -1122,6 +1124,7 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 	cJSON_Delete(a);
 	if (enter(&r, IPK_MIG_VERIFY, err) < 0 || verify_target(&r, &before, err) < 0)
 		goto fail;
+	double t_verified = ipk_mono();
 	if (r.cap_running) {
 		/* the stream's tail went before the capture call returned (A's
 		 * QEMU exiting): now it has, and the guest must be off on A */
@@ -1144,6 +1147,7 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 			unlink(r.base);
 	}
 	enter(&r, IPK_MIG_DONE, err);
+	res->after_verified = ipk_mono() - t_verified;
 	rc = 0;
 	goto out;
 fail:
@@ -1242,10 +1246,11 @@ static int srv_verify(struct srv *s, const cJSON *req, cJSON *reply, struct ipk_
 	const char *want = cJSON_GetStringValue(cJSON_GetObjectItem(req, "checksum"));
 	const cJSON *mn = cJSON_GetObjectItem(req, "counter_min"), *mx = cJSON_GetObjectItem(req, "counter_max");
 	struct ipk_guest_answer a1, a2;
+	double t0 = ipk_mono();
 	if (ipk_guest_verify(s->sock, timeout, &a1, err) < 0)
 		return -1;
 	/* the counter counts guest seconds: it must move on within a few */
-	double t_stuck = ipk_mono() + 3;
+	double t1 = ipk_mono(), t_stuck = t1 + 3;
 	do {
 		nap(0.1);
 		if (ipk_guest_verify(s->sock, timeout, &a2, err) < 0)
@@ -1266,6 +1271,8 @@ static int srv_verify(struct srv *s, const cJSON *req, cJSON *reply, struct ipk_
 	cJSON_AddStringToObject(reply, "checksum", a1.checksum);
 	cJSON_AddNumberToObject(reply, "counter", (double)a1.counter);
 	cJSON_AddNumberToObject(reply, "counter2", (double)a2.counter);
+	cJSON_AddNumberToObject(reply, "answer_seconds", t1 - t0);
+	cJSON_AddNumberToObject(reply, "advance_seconds", ipk_mono() - t1);
 	return 0;
 }
 

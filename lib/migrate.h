@@ -120,6 +120,9 @@ struct ipk_migrate_result {
 	int streamed;             /* 1: B applied the delta while libvirt restored from it */
 	double target_apply;      /* seconds B spent applying the delta (0: full image) */
 	double target_restore;    /* seconds B's virDomainRestore took */
+	double target_verify_answer;  /* seconds until B's guest answered the verification (not > 0: not asked) */
+	double target_verify_advance; /* then until its heartbeat counter moved on */
+	double after_verified;    /* seconds from the verified guest on B to the end (A's capture call, the release) */
 	uint64_t delta_bytes;     /* size of the delta sent */
 	char base_id[33];         /* the pre-copied base's XXH3-128 (precopy, or delta) */
 	double seconds[IPK_MIG_NPHASES];

@@ -362,6 +362,10 @@ static cJSON *migration_record(const struct conf *c, const char *session, const 
 			cJSON_AddNumberToObject(ts, "apply", round(r->target_apply * 1e3) / 1e3);
 		if (ts && r->target_restore > 0)
 			cJSON_AddNumberToObject(ts, "restore", round(r->target_restore * 1e3) / 1e3);
+		if (ts && r->target_verify_answer > 0)
+			cJSON_AddNumberToObject(ts, "verify_answer", round(r->target_verify_answer * 1e3) / 1e3);
+		if (ts && r->target_verify_advance > 0)
+			cJSON_AddNumberToObject(ts, "verify_advance", round(r->target_verify_advance * 1e3) / 1e3);
 	}
 	if (c->mo.engine != IPK_ENGINE_LIBVIRT && !r->full_image && r->delta_bytes)
 		cJSON_AddBoolToObject(j, "streamed", r->streamed);
@@ -380,6 +384,8 @@ static cJSON *migration_record(const struct conf *c, const char *session, const 
 		cJSON_AddNumberToObject(j, "bytes_skipped", (double)r->bytes_skipped);
 	if (r->downtime > 0)
 		cJSON_AddNumberToObject(j, "downtime_s", round(r->downtime * 1e3) / 1e3);
+	if (r->after_verified > 0)
+		cJSON_AddNumberToObject(j, "after_verified_s", round(r->after_verified * 1e3) / 1e3);
 	if (c->mo.engine != IPK_ENGINE_LIBVIRT)
 		cJSON_AddBoolToObject(j, "full_image", r->full_image);
 	if (r->checksum[0])

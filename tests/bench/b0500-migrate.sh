@@ -14,7 +14,9 @@
 # Each path moves the guest A -> B; it is moved back between paths. Prints
 # one JSON line {"bench":"migrate",...}, a table and the issue's ratios:
 # downtime vs naive (goal <= 0.5), bytes on the wire at cut-over vs naive
-# (goal <= 0.15), cut-over to verified vs native total (goal <= 1).
+# (goal <= 0.15), cut-over to verified vs native total (goal <= 1): the
+# cut-over's wall time less its after_verified_s (what follows the verified
+# guest on B: the source's capture call returning, the release).
 set -u
 top=${IPKIT_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 bin=${IPKIT_BIN:-$top/build/bin}
@@ -132,16 +134,21 @@ ipkit = {"precopy_s": $pre_s, "precopy_bytes_wire": pre["bytes_wire"], "gap_s": 
          "downtime_s": cut["downtime_s"], "bytes_wire": cut["bytes_wire"], "image_bytes": cut.get("image_bytes"),
          "delta_bytes": cut.get("delta_bytes"), "full_image": cut["full_image"], "capture": cut.get("capture"),
          "capture_pause_s": cut.get("capture_pause_s"), "capture_stopped_s": cut.get("capture_stopped_s"), "phases": cut["seconds"],
-         "target_seconds": cut.get("target_seconds"), "streamed": cut.get("streamed")}
+         "target_seconds": cut.get("target_seconds"), "streamed": cut.get("streamed"),
+         "after_verified_s": cut.get("after_verified_s", 0)}
+# a verified guest on B: the run's end less what came after the verification
+# (the source's capture call returning while QEMU exits on A, the release)
+ipkit["to_verified_s"] = round(ipkit["total_s"] - ipkit["after_verified_s"], 3)
 ratios = {"downtime_vs_naive": round(ipkit["downtime_s"] / naive["downtime_s"], 3),
           "bytes_vs_naive": round(ipkit["bytes_wire"] / naive["bytes"], 4),
-          "time_vs_native": round(ipkit["total_s"] / native["total_s"], 3)}
+          "time_vs_native": round(ipkit["to_verified_s"] / native["total_s"], 3)}
 print(json.dumps({"bench": "migrate", "mem_mib": $mem, "fill_mib": $fill, "dirty_pct": $dirty, "native": native,
                   "naive": naive, "ipkit": ipkit, "ratios": ratios}))
-print("%-8s %10s %12s %14s" % ("path", "total s", "downtime s", "bytes (cut)"))
-print("%-8s %10.2f %12.3f %14d" % ("native", native["total_s"], native["downtime_s"], native["bytes"]))
-print("%-8s %10.2f %12.3f %14d" % ("naive", naive["downtime_s"], naive["downtime_s"], naive["bytes"]))
-print("%-8s %10.2f %12.3f %14d" % ("ip-migr", ipkit["total_s"], ipkit["downtime_s"], ipkit["bytes_wire"]))
+print("%-8s %10s %12s %12s %14s" % ("path", "total s", "verified s", "downtime s", "bytes (cut)"))
+print("%-8s %10.2f %12s %12.3f %14d" % ("native", native["total_s"], "-", native["downtime_s"], native["bytes"]))
+print("%-8s %10.2f %12s %12.3f %14d" % ("naive", naive["downtime_s"], "-", naive["downtime_s"], naive["bytes"]))
+print("%-8s %10.2f %12.2f %12.3f %14d" % ("ip-migr", ipkit["total_s"], ipkit["to_verified_s"], ipkit["downtime_s"],
+      ipkit["bytes_wire"]))
 print("phases (s): %s; on the target: %s%s" % (ipkit["phases"], ipkit["target_seconds"],
       " (apply streamed into the restore)" if ipkit["streamed"] else ""))
 print("naive: save %.2f s, copy %.2f s, restore %.2f s" % (naive["save_s"], naive["copy_s"], naive["restore_s"]))
