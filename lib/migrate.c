@@ -1743,6 +1743,12 @@ int ipk_migrate_serve(struct ipk_transport *t, const struct ipk_serve_opts *o, s
 		struct ipk_err e = { 0 };
 		if (srv_op(&s, j, &finished, &e) < 0) {
 			*err = e;
+			if (e.code == IPK_EXIT_DATAERR && ipk_transport_broken(t)) {
+				/* a bad frame in a streamed delta: the sender is still
+				 * sending; it gets the error and the rest is drained */
+				cJSON_Delete(j);
+				break;
+			}
 			srv_fail(&s, &e);
 		}
 		cJSON_Delete(j);
