@@ -516,9 +516,7 @@ size_t ipk_memimg_more(struct ipk_memimg *m, size_t want)
 	while (f->avail < want && !f->writer && !atomic_load(&f->cancel)) {
 		/* the end first, then the size: a size read after the end is final */
 		int w = f->ended ? f->ended(f->ctx) : 0;
-		char mg[16];
-		if (w == 0 && m->kind == IPK_MI_LIBVIRT && pread(f->fd, mg, sizeof(mg), 0) == (ssize_t)sizeof(mg) &&
-		    !memcmp(mg, IPK_LIBVIRT_MAGIC, sizeof(mg)))
+		if (w == 0 && m->kind == IPK_MI_LIBVIRT && ipk_qemusave_libvirt_complete(f->fd))
 			w = 1;
 		struct stat st;
 		if (fstat(f->fd, &st) < 0) {

@@ -348,22 +348,23 @@ static int send_stream(struct run *r, struct ipk_err *err)
 	 * the guest was seen stopped too, all the capture call has left to do
 	 * is stop QEMU, which takes seconds; the snapshot is memory-only, so no
 	 * later step can resume the guest on A, and the tail goes now. */
-	for (int i = 0; !srcfail && e.rc == 0 && i < 10 && !atomic_load(&r->cap_done) && !atomic_load(&r->guest_stopped);
-	     i++)
-		nap(0.01);
-	int early = !srcfail && e.rc == 0 && !atomic_load(&r->cap_done) && atomic_load(&r->guest_stopped);
-	if (!srcfail && e.rc == 0 && !early && capture_wait(r, err) < 0)
-		capfail = 1;
-	if (!srcfail && !capfail && e.rc == 0) {
-		r->captured = 1;
-		snprintf(res->where, sizeof(res->where), "source-image");
-		struct stat sb;
-		res->image_bytes = stat(res->image, &sb) == 0 ? (uint64_t)sb.st_size : 0;
-	} else if (e.rc < 0 && !srcfail && r->cap_running && capture_wait(r, err) < 0) {
+	if (!srcfail && e.rc == 0) {
+		for (int i = 0; i < 10 && !atomic_load(&r->cap_done) && !atomic_load(&r->guest_stopped); i++)
+			nap(0.01);
+		int early = !atomic_load(&r->cap_done) && atomic_load(&r->guest_stopped);
+		if (!early && capture_wait(r, err) < 0) {
+			capfail = 1;
+		} else {
+			r->captured = 1;
+			snprintf(res->where, sizeof(res->where), "source-image");
+			struct stat sb;
+			res->image_bytes = stat(res->image, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+			if (have && ipk_transport_send(r->t, IPK_FR_DATA, buf, have, err) < 0)
+				srcfail = 1;
+		}
+	} else if (!srcfail && r->cap_running && capture_wait(r, err) < 0) {
 		capfail = 1; /* the encoder failed because the capture did: say why */
 	}
-	if (!srcfail && e.rc == 0 && !capfail && have && ipk_transport_send(r->t, IPK_FR_DATA, buf, have, err) < 0)
-		srcfail = 1;
 	if (srcfail) {
 		rc = -1;
 	} else if (capfail) {
@@ -747,13 +748,20 @@ static int capture_ended(void *ctx)
 
 static int image_complete(const char *path)
 {
-	char m[16];
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
-	ssize_t n = pread(fd, m, sizeof(m), 0);
+	int done = ipk_qemusave_libvirt_complete(fd);
 	close(fd);
-	return n == (ssize_t)sizeof(m) && !memcmp(m, IPK_LIBVIRT_MAGIC, sizeof(m));
+	return done;
+}
+
+/* When the guest stopped on A: while the capture call still runs (the
+ * stream's tail went early), what its watcher saw; then the call's own
+ * figure (capture_final). */
+static double stop_time(const struct run *r)
+{
+	return r->cap_running ? r->t_seen : r->t_stop;
 }
 
 /* Wait for the capture thread (started by capture_start). Returns its
@@ -829,10 +837,8 @@ static int verify_target(struct run *r, const struct ipk_guest_answer *before, s
 				/* the counter counts guest seconds: it may not go back,
 				 * nor jump by more than the time that passed */
 				cJSON_AddNumberToObject(j, "counter_min", (double)before->counter);
-				/* the capture call may still run: then its watcher's time */
-				double t_stop = r->cap_running ? r->t_seen : r->t_stop;
 				cJSON_AddNumberToObject(j, "counter_max",
-							(double)before->counter + ceil(ipk_mono() - t_stop) + 3);
+							(double)before->counter + ceil(ipk_mono() - stop_time(r)) + 3);
 			}
 			cJSON_AddNumberToObject(j, "timeout", o->verify_timeout > 0 ? o->verify_timeout : 30);
 		}
@@ -1117,7 +1123,7 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 			goto fail;
 	}
 	double t_restored = ipk_mono();
-	res->downtime = t_restored - (r.cap_running ? r.t_seen : r.t_stop);
+	res->downtime = t_restored - stop_time(&r);
 	res->target_restore = cJSON_GetNumberValue(cJSON_GetObjectItem(a, "restore_seconds"));
 	if (res->streamed)
 		res->target_apply = cJSON_GetNumberValue(cJSON_GetObjectItem(a, "apply_seconds"));

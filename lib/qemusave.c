@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* QEMU_VM_* section types (migration/savevm.h). */
 enum {
@@ -57,6 +58,12 @@ static int need(struct parser *ps, size_t k)
 	if (!have(ps, k))
 		return bad(ps, ps->n, "truncated");
 	return 0;
+}
+
+int ipk_qemusave_libvirt_complete(int fd)
+{
+	char m[16];
+	return pread(fd, m, sizeof(m), 0) == (ssize_t)sizeof(m) && !memcmp(m, IPK_LIBVIRT_MAGIC, sizeof(m));
 }
 
 int ipk_qemusave_detect(const uint8_t *buf, size_t len)

@@ -58,6 +58,11 @@ enum {
  * IPK_MI_LIBVIRT, IPK_MI_QEMU or 0. */
 int ipk_qemusave_detect(const uint8_t *buf, size_t len);
 
+/* 1 when the file at fd starts with the complete libvirt magic: libvirt
+ * rewrites "LibvirtQemudPart" to "LibvirtQemudSave" as the last step of
+ * writing a save image or memory snapshot. 0 otherwise (also on errors). */
+int ipk_qemusave_libvirt_complete(int fd);
+
 /* Parse the image's bytes (ipk_memimg_bytes) into its items and block table.
  * Returns 0, or -1 with err set (IPK_EXIT_DATAERR: "bad QEMU stream 'NAME':
  * reason at offset N", IPK_EXIT_OSERR). */
