@@ -3,6 +3,7 @@
 #include "memimg.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -104,6 +105,11 @@ void ipk_memimg_hash(const struct ipk_memimg *m, uint64_t *lo, uint64_t *hi)
 {
 	*lo = m->hlo;
 	*hi = m->hhi;
+}
+
+void ipk_memimg_id_hex(const struct ipk_memimg *m, char out[33])
+{
+	snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, m->hhi, m->hlo);
 }
 
 void ipk_memimg_free(struct ipk_memimg *m)

@@ -161,6 +161,9 @@ const struct ipk_mi_page *ipk_memimg_pages(const struct ipk_memimg *m, size_t *n
 const struct ipk_mi_block *ipk_memimg_blocks(const struct ipk_memimg *m, size_t *n);
 /* XXH3-128 of all the image's bytes (the image's identity), as low, high. */
 void ipk_memimg_hash(const struct ipk_memimg *m, uint64_t *lo, uint64_t *hi);
+/* The same identity as 32 hex digits, high half first (as ipk_file_hash
+ * writes a file's). */
+void ipk_memimg_id_hex(const struct ipk_memimg *m, char out[33]);
 
 /* The page map entry for addr, or NULL when the image has no page there.
  * hint (may be NULL) speeds up ascending lookups: pass the same variable,

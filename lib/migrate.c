@@ -810,6 +810,19 @@ static int capture_start(struct run *r, struct ipk_err *err)
 	return r->nw ? 0 : -1;
 }
 
+struct base_parse {
+	const char *path;
+	struct ipk_memimg *img; /* NULL: it did not parse */
+};
+
+static void *base_parse_run(void *arg)
+{
+	struct base_parse *bp = arg;
+	struct ipk_err e = { 0 };
+	bp->img = ipk_image_open_flags(bp->path, IPK_MI_NOHASH, &e); /* the streamed delta compares bytes */
+	return NULL;
+}
+
 static int verify_target(struct run *r, const struct ipk_guest_answer *before, struct ipk_err *err)
 {
 	const struct ipk_migrate_opts *o = r->o;
@@ -978,6 +991,7 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 		r2.o = &o2;
 		if (verify_target(&r2, &before, err) < 0)
 			goto fail;
+		res->verified_ts = ipk_now();
 		enter(&r, IPK_MIG_DONE, err);
 		snprintf(res->where, sizeof(res->where), "target");
 		rc = 0;
@@ -991,10 +1005,18 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 		ipk_err_set(err, IPK_EXIT_CANTCREAT, "image path for '%s' too long", o->domain);
 		goto fail;
 	}
-	if (!o->precopy && !o->no_delta && access(basepath, R_OK) == 0) {
+	/* A streamed cut-over needs the base parsed, and the parse gives its
+	 * identity: A parses its copy while B parses its own, and the two
+	 * identities are compared when B answers. Otherwise A hashes it. */
+	struct base_parse bp = { .path = basepath };
+	pthread_t bp_th;
+	int with_base = !o->precopy && !o->no_delta && access(basepath, R_OK) == 0, parsing = 0;
+	if (with_base && !o->no_stream) {
+		parsing = pthread_create(&bp_th, NULL, base_parse_run, &bp) == 0;
+		with_base = parsing;
+	} else if (with_base) {
 		struct ipk_err e = { 0 };
-		if (ipk_file_hash(basepath, basehash, NULL, &e) < 0)
-			basehash[0] = 0;
+		with_base = ipk_file_hash(basepath, basehash, NULL, &e) == 0;
 	}
 	cJSON *j = msg_new("open");
 	if (j) {
@@ -1004,28 +1026,36 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 		if (o->target_sock)
 			cJSON_AddStringToObject(j, "sock", o->target_sock);
 		cJSON_AddNumberToObject(j, "wait", slow_step(o));
-		if (basehash[0]) {
+		if (with_base) {
 			snprintf(r.base_name, sizeof(r.base_name), "%s.base", o->domain);
 			cJSON_AddStringToObject(j, "base", r.base_name);
-			cJSON_AddStringToObject(j, "base_hash", basehash);
+			if (basehash[0])
+				cJSON_AddStringToObject(j, "base_hash", basehash);
 			cJSON_AddBoolToObject(j, "stream", !o->no_stream);
 		}
 	}
 	cJSON *a = request(t, j, "ready", err);
+	if (parsing) {
+		pthread_join(bp_th, NULL);
+		r.base_img = bp.img;
+		if (bp.img)
+			ipk_memimg_id_hex(bp.img, basehash);
+	}
 	if (!a)
 		goto fail;
 	r.stream_ok = cJSON_IsTrue(cJSON_GetObjectItem(a, "stream_restore"));
-	if (basehash[0] && cJSON_IsTrue(cJSON_GetObjectItem(a, "have_base"))) {
+	/* B's identity of its base, when it parsed it rather than compared */
+	const char *bh = cJSON_GetStringValue(cJSON_GetObjectItem(a, "base_hash"));
+	if (basehash[0] && cJSON_IsTrue(cJSON_GetObjectItem(a, "have_base")) && (!bh || !strcmp(bh, basehash))) {
 		snprintf(r.base, sizeof(r.base), "%s", basepath);
 		snprintf(res->base_id, sizeof(res->base_id), "%s", basehash);
 	}
 	cJSON_Delete(a);
 	r.opened = 1;
-	if (r.base[0] && r.stream_ok && !o->no_stream && !o->precopy) {
-		/* parse the base now, not while the guest is down; without it, the
-		 * delta goes as a file */
-		struct ipk_err e = { 0 };
-		r.base_img = ipk_image_open(r.base, &e);
+	if (!r.base[0] || !r.stream_ok) {
+		/* no streamed delta: the delta, if any, goes as a file */
+		ipk_memimg_free(r.base_img);
+		r.base_img = NULL;
 	}
 
 	if (o->precopy) {
@@ -1131,6 +1161,7 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 	if (enter(&r, IPK_MIG_VERIFY, err) < 0 || verify_target(&r, &before, err) < 0)
 		goto fail;
 	double t_verified = ipk_mono();
+	res->verified_ts = ipk_now();
 	if (r.cap_running) {
 		/* the stream's tail went before the capture call returned (A's
 		 * QEMU exiting): now it has, and the guest must be off on A */
@@ -1240,8 +1271,8 @@ static int srv_file(struct srv *s, const char *name, char *path, size_t n, struc
 	return 0;
 }
 
-/* Ask the guest twice, 1.2 s apart: same checksum, counter in range and
- * moving. */
+/* Ask the guest until its counter moved on (at most 3 s): same checksum,
+ * counter in range and moving. */
 static int srv_verify(struct srv *s, const cJSON *req, cJSON *reply, struct ipk_err *err)
 {
 	if (!s->sock[0])
@@ -1255,10 +1286,11 @@ static int srv_verify(struct srv *s, const cJSON *req, cJSON *reply, struct ipk_
 	double t0 = ipk_mono();
 	if (ipk_guest_verify(s->sock, timeout, &a1, err) < 0)
 		return -1;
-	/* the counter counts guest seconds: it must move on within a few */
+	/* the counter counts guest seconds: it must move on within a few;
+	 * asked often, so that the verification ends soon after it did */
 	double t1 = ipk_mono(), t_stuck = t1 + 3;
 	do {
-		nap(0.1);
+		nap(0.02);
 		if (ipk_guest_verify(s->sock, timeout, &a2, err) < 0)
 			return -1;
 	} while (a2.counter <= a1.counter && ipk_mono() < t_stuck);
@@ -1435,7 +1467,7 @@ static int srv_restore_streamed(struct srv *s, double *t_apply, double *t_restor
 	char fifo[PATH_MAX];
 	snprintf(fifo, sizeof(fifo), "%s/%s.fifo", s->o->image_dir, s->domain);
 	unlink(fifo);
-	if (!s->base_img && !(s->base_img = ipk_image_open(s->base, err)))
+	if (!s->base_img && !(s->base_img = ipk_image_open_flags(s->base, IPK_MI_NOHASH, err)))
 		return -1;
 	if (mkfifo(fifo, 0600) < 0)
 		return ipk_err_set(err, IPK_EXIT_CANTCREAT, "create FIFO '%s': %s", fifo, strerror(errno));
@@ -1552,15 +1584,24 @@ static int srv_op(struct srv *s, const cJSON *j, int *finished, struct ipk_err *
 		const char *bn = cJSON_GetStringValue(cJSON_GetObjectItem(j, "base"));
 		const char *bh = cJSON_GetStringValue(cJSON_GetObjectItem(j, "base_hash"));
 		int have_base = 0;
-		if (bn && bh && srv_file(s, bn, path, sizeof(path), err) == 0) {
-			char h[33];
+		char h[33] = "";
+		if (bn && srv_file(s, bn, path, sizeof(path), err) == 0) {
 			struct ipk_err e = { 0 };
-			if (ipk_file_hash(path, h, NULL, &e) == 0 && !strcmp(h, bh)) {
-				have_base = 1;
+			if (cJSON_IsTrue(cJSON_GetObjectItem(j, "stream"))) {
+				/* parse it now, not while the guest is down; the
+				 * parse gives its identity (the sender, which parses
+				 * its own meanwhile, compares them when none came) */
+				if ((s->base_img = ipk_image_open_flags(path, IPK_MI_NOHASH, &e)))
+					ipk_memimg_id_hex(s->base_img, h);
+			} else if (bh && ipk_file_hash(path, h, NULL, &e) < 0) {
+				h[0] = 0;
+			}
+			have_base = h[0] && (!bh || !strcmp(h, bh));
+			if (have_base) {
 				snprintf(s->base, sizeof(s->base), "%s", path);
-				/* parse it now, not while the guest is down */
-				if (cJSON_IsTrue(cJSON_GetObjectItem(j, "stream")))
-					s->base_img = ipk_image_open(path, &e);
+			} else {
+				ipk_memimg_free(s->base_img);
+				s->base_img = NULL;
 			}
 		}
 		memset(err, 0, sizeof(*err));
@@ -1578,6 +1619,8 @@ static int srv_op(struct srv *s, const cJSON *j, int *finished, struct ipk_err *
 		cJSON *r = msg_new("ready");
 		if (r) {
 			cJSON_AddBoolToObject(r, "have_base", have_base);
+			if (have_base && !bh)
+				cJSON_AddStringToObject(r, "base_hash", h);
 			cJSON_AddBoolToObject(r, "stream_restore", 1); /* knows "restore" with "stream" */
 		}
 		return srv_reply(s, r, err);

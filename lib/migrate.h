@@ -123,6 +123,7 @@ struct ipk_migrate_result {
 	double target_verify_answer;  /* seconds until B's guest answered the verification (not > 0: not asked) */
 	double target_verify_advance; /* then until its heartbeat counter moved on */
 	double after_verified;    /* seconds from the verified guest on B to the end (A's capture call, the release) */
+	double verified_ts;       /* when the guest was verified on B (seconds since the epoch); 0: it was not */
 	uint64_t delta_bytes;     /* size of the delta sent */
 	char base_id[33];         /* the pre-copied base's XXH3-128 (precopy, or delta) */
 	double seconds[IPK_MIG_NPHASES];

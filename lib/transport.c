@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -111,10 +112,16 @@ static int wait_fd(struct ipk_transport *t, int fd, short ev, const char *what, 
 	}
 }
 
-static int write_all(struct ipk_transport *t, const uint8_t *p, size_t n, struct ipk_err *err)
+/* Write the pieces in order, as one system call when the kernel takes them
+ * all: a frame's header, payload and tag leave in the same segment, so that
+ * TCP's small-segment delay (Nagle's algorithm against the peer's delayed
+ * acknowledgement, 40 ms here) never holds a request's second half. */
+static int write_allv(struct ipk_transport *t, struct iovec *v, int nv, struct ipk_err *err)
 {
-	while (n) {
-		ssize_t w = write(t->wfd, p, n);
+	while (nv > 0 && v->iov_len == 0)
+		v++, nv--;
+	while (nv > 0) {
+		ssize_t w = writev(t->wfd, v, nv);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -127,9 +134,14 @@ static int write_all(struct ipk_transport *t, const uint8_t *p, size_t n, struct
 			return ipk_err_set(err, code, "send to '%s': %s", t->peer,
 					   errno == EPIPE ? "connection closed by the peer" : strerror(errno));
 		}
-		p += w;
-		n -= (size_t)w;
 		t->sent += (uint64_t)w;
+		size_t left = (size_t)w;
+		while (nv > 0 && left >= v->iov_len)
+			left -= v->iov_len, v++, nv--;
+		if (nv > 0) {
+			v->iov_base = (uint8_t *)v->iov_base + left;
+			v->iov_len -= left;
+		}
 	}
 	if (t->bwlimit > 0) {
 		double due = t->t0 + (double)t->sent / t->bwlimit, now = ipk_mono();
@@ -238,24 +250,20 @@ static int send_frame(struct ipk_transport *t, int type, const void *payload, si
 	be32(hdr + 4, (uint32_t)len);
 	uint8_t tag[TAG_LEN];
 	frame_tag(t, t->server ? 'S' : 'C', t->seq_out++, hdr, payload, len, tag);
-	if (write_all(t, hdr, HDR_LEN, err) < 0)
-		return -1;
+	struct iovec v[3] = { { hdr, HDR_LEN }, { (void *)payload, len }, { tag, TAG_LEN } };
+	uint8_t *copy = NULL;
 	if (len && t->corrupt_after && !t->corrupted && t->sent >= t->corrupt_after) {
 		/* test only: the byte changes after the tag was computed */
-		uint8_t *copy = malloc(len);
-		if (!copy)
+		if (!(copy = malloc(len)))
 			return ipk_err_set(err, IPK_EXIT_OSERR, "send: out of memory");
 		memcpy(copy, payload, len);
 		copy[len / 2] ^= 0x01;
 		t->corrupted = 1;
-		int rc = write_all(t, copy, len, err);
-		free(copy);
-		if (rc < 0)
-			return -1;
-	} else if (len && write_all(t, payload, len, err) < 0) {
-		return -1;
+		v[1].iov_base = copy;
 	}
-	return write_all(t, tag, TAG_LEN, err);
+	int rc = write_allv(t, v, 3, err);
+	free(copy);
+	return rc;
 }
 
 static int recv_frame(struct ipk_transport *t, int *type, const uint8_t **payload, size_t *len, struct ipk_err *err)

@@ -131,8 +131,24 @@ else
 fi
 [ ! -e "$TMP/b/$NAME.base" ] && [ ! -e "$TMP/a/$NAME.base" ] && ok "delta 1->2: bases removed after the release" ||
 	fail "delta 1->2: bases removed after the release" "$(ls "$TMP/a" "$TMP/b")"
+vts=$(field verified_ts) rts=$(field ts)
+if python3 -c 'import sys; v, t = map(float, sys.argv[1:]); sys.exit(not (t - 120 < v <= t))' "$vts" "$rts" 2>/dev/null; then
+	ok "delta 1->2: verified_ts is when the run verified the guest ($vts, record at $rts)"
+else
+	fail "delta 1->2: verified_ts is when the run verified the guest" "verified_ts '$vts', ts '$rts'"
+fi
 migrate 2 1 tcp
 expect_moved "tcp 2->1 after delta" 2 1
+
+# ---- the same with --no-stream: the delta goes as a file, B rebuilds the image
+migrate 1 2 tcp -- --precopy
+check_eq "precopy for --no-stream: exit 0" 0 "$RC"
+migrate 1 2 tcp -- --no-stream
+expect_moved "delta 1->2, --no-stream" 1 2
+check_eq "delta 1->2, --no-stream: not a full image" False "$(field full_image)"
+check_eq "delta 1->2, --no-stream: not streamed" False "$(field streamed)"
+migrate 2 1 tcp
+expect_moved "tcp 2->1 after --no-stream" 2 1
 
 # ---- faults in a streamed delta cut-over (B restores while the delta arrives) ---
 migrate 1 2 tcp -- --precopy
@@ -153,6 +169,16 @@ expect_rolled_back "$W" 1 "hook for phase transfer"
 check_eq "$W: the guest did not stop (no downtime in the record)" "" "$(field downtime_s)"
 [ ! -e "$TMP/a/$NAME.save" ] && ok "$W: no partial image left on host 1" ||
 	fail "$W: no partial image left on host 1" "$(ls -l "$TMP/a")"
+# a base that differs on host 2 (one byte changed) is not used: each side
+# parses its own, the sender compares their identities and sends the full
+# image
+python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(100000); b = f.read(1); f.seek(100000); f.write(bytes([b[0] ^ 1]))' \
+	"$TMP/b/$NAME.base"
+migrate 1 2 tcp
+expect_moved "different base on host 2" 1 2
+check_eq "different base on host 2: full image, said so" True "$(field full_image)"
+migrate 2 1 tcp
+expect_moved "tcp 2->1 after a different base" 2 1
 rm -f "$TMP/a/$NAME.base" "$TMP/b/$NAME.base" # the faults below send full images
 
 # ---- faults (the guest runs on host 1) -----------------------------------------

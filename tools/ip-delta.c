@@ -41,13 +41,6 @@ static const struct ipk_prog prog = {
 	.opts = opts,
 };
 
-static void hexid(const struct ipk_memimg *m, char out[33])
-{
-	uint64_t lo, hi;
-	ipk_memimg_hash(m, &lo, &hi);
-	snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, hi, lo);
-}
-
 /* Apply one delta (path, "-" stdin) to base into memory; returns the result. */
 static struct ipk_memimg *apply_to_memory(const struct ipk_memimg *base, const char *path, struct ipk_delta_stats *st,
 					  struct ipk_err *err)
@@ -264,8 +257,8 @@ static int cmd_delta(int argc, char **argv)
 		    ipk_outfile_commit(&out, &err) < 0)
 			goto fail;
 		if (base)
-			hexid(base, base_id);
-		hexid(cur, new_id);
+			ipk_memimg_id_hex(base, base_id);
+		ipk_memimg_id_hex(cur, new_id);
 		if (record && emit_record(record, "encode", base_id, new_id, output, &st, dopts.threads, t_read,
 					  ipk_mono() - t0, &err) < 0)
 			goto fail;
@@ -280,7 +273,7 @@ static int cmd_delta(int argc, char **argv)
 		 * base's identity and the pages it decodes. */
 		if (!(base = ipk_image_open_flags(ops[0], IPK_MI_NOHASH, &err)))
 			goto fail;
-		hexid(base, base_id);
+		ipk_memimg_id_hex(base, base_id);
 		first = 1;
 	}
 	double t_read = ipk_mono() - t0;

@@ -6,6 +6,8 @@
 #include <getopt.h>
 #include <math.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -112,6 +114,14 @@ static int split_hostport(const char *s, char *host, size_t hn, char *port, size
 	return 0;
 }
 
+/* Requests are small frames answered at once: send each as it is written
+ * (frames go out whole, see the transport). */
+static void no_delay(int fd)
+{
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 static int tcp_connect(const char *hostport, double timeout, struct ipk_err *err)
 {
 	char host[256], port[32];
@@ -144,6 +154,7 @@ static int tcp_connect(const char *hostport, double timeout, struct ipk_err *err
 	freeaddrinfo(ai);
 	if (fd < 0)
 		return ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "connect to '%s': %s", hostport, strerror(e ? e : ECONNREFUSED));
+	no_delay(fd);
 	return fd;
 }
 
@@ -386,6 +397,8 @@ static cJSON *migration_record(const struct conf *c, const char *session, const 
 		cJSON_AddNumberToObject(j, "downtime_s", round(r->downtime * 1e3) / 1e3);
 	if (r->after_verified > 0)
 		cJSON_AddNumberToObject(j, "after_verified_s", round(r->after_verified * 1e3) / 1e3);
+	if (r->verified_ts > 0)
+		cJSON_AddNumberToObject(j, "verified_ts", round(r->verified_ts * 1e3) / 1e3);
 	if (c->mo.engine != IPK_ENGINE_LIBVIRT)
 		cJSON_AddBoolToObject(j, "full_image", r->full_image);
 	if (r->checksum[0])
@@ -630,6 +643,7 @@ static int listen_loop(struct conf *c, const char *addr, int once, const struct 
 			status = ipk_fail(c->cli, &err);
 			break;
 		}
+		no_delay(cfd);
 		char ph[128] = "?", ps[32] = "?", peer[200];
 		getnameinfo((struct sockaddr *)&sa, sl, ph, sizeof(ph), ps, sizeof(ps), NI_NUMERICHOST | NI_NUMERICSERV);
 		snprintf(peer, sizeof(peer), "%s:%s", ph, ps);
