@@ -1,5 +1,6 @@
 #include "ipk.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -27,4 +28,9 @@ double ipk_mono(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void ipk_id_hex(uint64_t hi, uint64_t lo, char out[33])
+{
+	snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, hi, lo);
 }

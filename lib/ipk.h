@@ -10,6 +10,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define IPK_VERSION "0.1.0"
 
@@ -46,5 +47,9 @@ double ipk_now(void);
 
 /* Monotonic time in seconds, for measuring durations. */
 double ipk_mono(void);
+
+/* An XXH3-128 (an image's or a file's identity) as ipkit writes it: 32 hex
+ * digits, high half first. */
+void ipk_id_hex(uint64_t hi, uint64_t lo, char out[33]);
 
 #endif

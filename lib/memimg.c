@@ -3,7 +3,6 @@
 #include "memimg.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -109,7 +108,7 @@ void ipk_memimg_hash(const struct ipk_memimg *m, uint64_t *lo, uint64_t *hi)
 
 void ipk_memimg_id_hex(const struct ipk_memimg *m, char out[33])
 {
-	snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, m->hhi, m->hlo);
+	ipk_id_hex(m->hhi, m->hlo, out);
 }
 
 void ipk_memimg_free(struct ipk_memimg *m)

@@ -118,8 +118,6 @@ static int wait_fd(struct ipk_transport *t, int fd, short ev, const char *what, 
  * acknowledgement, 40 ms here) never holds a request's second half. */
 static int write_allv(struct ipk_transport *t, struct iovec *v, int nv, struct ipk_err *err)
 {
-	while (nv > 0 && v->iov_len == 0)
-		v++, nv--;
 	while (nv > 0) {
 		ssize_t w = writev(t->wfd, v, nv);
 		if (w < 0) {
@@ -516,7 +514,7 @@ int ipk_transport_handshake(struct ipk_transport *t, int server, struct ipk_err 
 
 static void hash_hex(XXH128_hash_t h, char out[33])
 {
-	snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.high64, (unsigned long long)h.low64);
+	ipk_id_hex(h.high64, h.low64, out);
 }
 
 int ipk_file_hash(const char *path, char out[33], uint64_t *size, struct ipk_err *err)

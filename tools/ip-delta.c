@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
-#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,7 +304,7 @@ static int cmd_delta(int argc, char **argv)
 		goto fail;
 	if (record) {
 		/* The content's id: its XXH3-128, as verified by the apply. */
-		snprintf(new_id, sizeof(new_id), "%016" PRIx64 "%016" PRIx64, st.id_hi, st.id_lo);
+		ipk_id_hex(st.id_hi, st.id_lo, new_id);
 		if (emit_record(record, "apply", base_id, new_id, output, &st, 1, t_read, ipk_mono() - t0, &err) < 0)
 			goto fail;
 	}

@@ -3,7 +3,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
-#include <inttypes.h>
 #include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
@@ -54,11 +53,6 @@ static const char *kind_name(int kind)
 	}
 }
 
-static void hexid(uint64_t hi, uint64_t lo, char out[33])
-{
-	snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, hi, lo);
-}
-
 /* The snapshot record, with the counters of the captured content m. */
 static cJSON *snapshot_record(const struct ipk_memimg *m, const char *path, const char *source,
 			      const char *session)
@@ -66,7 +60,7 @@ static cJSON *snapshot_record(const struct ipk_memimg *m, const char *path, cons
 	uint64_t lo, hi;
 	char id[33];
 	ipk_memimg_hash(m, &lo, &hi);
-	hexid(hi, lo, id);
+	ipk_id_hex(hi, lo, id);
 	struct ipk_memimg_stats st;
 	ipk_memimg_stats(m, &st);
 	cJSON *o = ipk_record_new("snapshot", ipk_now());
@@ -113,7 +107,7 @@ static int inspect(const struct ipk_cli *cli, const char *path, struct ipk_err *
 	if (is_img && (h.flags & IPK_IMG_FLAG_DELTA)) {
 		/* A delta cannot be decoded without its base: describe its header. */
 		char base[33];
-		hexid(h.base_hi, h.base_lo, base);
+		ipk_id_hex(h.base_hi, h.base_lo, base);
 		o = ipk_record_new("snapshot", ipk_now());
 		cJSON_AddStringToObject(o, "id", "");
 		cJSON_AddStringToObject(o, "path", path);
@@ -317,7 +311,7 @@ static int cmd_snapshot(int argc, char **argv)
 	if (parent) {
 		uint64_t plo, phi;
 		ipk_memimg_hash(parent, &plo, &phi);
-		hexid(phi, plo, parent_hex);
+		ipk_id_hex(phi, plo, parent_hex);
 	}
 	cJSON *mj = cJSON_CreateObject();
 	cJSON_AddStringToObject(mj, "source", source);
