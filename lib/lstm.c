@@ -219,6 +219,44 @@ void ipk_lstm_init(struct ipk_lstm *net, uint64_t seed)
 	ipk_lstm_sync(net);
 }
 
+int ipk_lstm_merge(struct ipk_lstm *dst, struct ipk_lstm *const *src, int k, struct ipk_err *err)
+{
+	const struct ipk_lstm_shape *a = &src[0]->sh, *d = &dst->sh;
+	int H = a->hidden, L = a->layers, M = d->hidden;
+	if (k < 1 || d->n_in != a->n_in || M != k * H || d->layers != L || d->n_out != a->n_out)
+		return ipk_err_set(err, IPK_EXIT_USAGE, "merge networks '%d x h%d': the ensemble needs h%d, has h%d", k,
+				   H, k * H, M);
+	for (int m = 1; m < k; m++)
+		if (memcmp(&src[m]->sh, a, sizeof(*a)))
+			return ipk_err_set(err, IPK_EXIT_USAGE, "merge networks: member %d has another shape", m + 1);
+	memset(dst->p, 0, sizeof(double) * dst->nparams);
+	for (int m = 0; m < k; m++) {
+		for (int l = 0; l < L; l++) {
+			int in = layer_in(a, l), din = layer_in(d, l), col0 = l ? m * H : 0;
+			const double *wih = src[m]->p + src[m]->off[l], *whh = wih + (size_t)4 * H * in,
+				     *b = whh + (size_t)4 * H * H;
+			double *dwih = dst->p + dst->off[l], *dwhh = dwih + (size_t)4 * M * din,
+			       *db = dwhh + (size_t)4 * M * M;
+			for (int q = 0; q < 4; q++)
+				for (int u = 0; u < H; u++) {
+					size_t r = (size_t)q * H + u, R = (size_t)q * M + m * H + u;
+					memcpy(dwih + R * din + col0, wih + r * in, sizeof(double) * in);
+					memcpy(dwhh + R * M + m * H, whh + r * H, sizeof(double) * H);
+					db[R] = b[r];
+				}
+		}
+		const double *wo = src[m]->p + src[m]->off[L];
+		double *dwo = dst->p + dst->off[L];
+		for (int o = 0; o < a->n_out; o++) {
+			for (int u = 0; u < H; u++)
+				dwo[(size_t)o * M + m * H + u] = wo[(size_t)o * H + u] / k;
+			dwo[(size_t)a->n_out * M + o] += wo[(size_t)a->n_out * H + o] / k;
+		}
+	}
+	ipk_lstm_sync(dst);
+	return 0;
+}
+
 void ipk_lstm_sync(struct ipk_lstm *net)
 {
 	int H = net->sh.hidden, hp = net->hp, gp = net->gp;

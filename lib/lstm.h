@@ -85,6 +85,18 @@ const double *ipk_lstm_params_const(const struct ipk_lstm *net);
  * then b_out at +n_out*H) in the parameter vector. */
 size_t ipk_lstm_offset(const struct ipk_lstm *net, int layer);
 
+/* An ensemble as one network. k networks of one shape (n_in, H, L, n_out)
+ * are laid side by side in dst, of shape (n_in, k*H, L, n_out): in every
+ * layer member m holds units m*H .. m*H+H-1, its gates see the input (layer
+ * 0) or only its own units of the layer below, and its own recurrent units
+ * (block-diagonal weights, zeros elsewhere); the head is the members' heads
+ * divided by k, so dst's probability is the sigmoid of the mean of the
+ * members' logits. One network, so that a step of the ensemble stays one
+ * call on the CPU and one kernel launch on the GPU. dst's parameters are
+ * overwritten and synced. Returns 0, or -1 with err set (IPK_EXIT_USAGE)
+ * when the shapes disagree. */
+int ipk_lstm_merge(struct ipk_lstm *dst, struct ipk_lstm *const *src, int k, struct ipk_err *err);
+
 /* Rebuild the packed float weights from the parameters. */
 void ipk_lstm_sync(struct ipk_lstm *net);
 

@@ -24,6 +24,95 @@ void ipk_train_defaults(struct ipk_train_opts *o)
 	o->baselines = 1;
 	o->stack = 1;
 	o->early_idle = 2;
+	o->ensemble = 1;
+}
+
+/* The members of an ensemble, their trainers and their average (train.h). */
+struct ensemble {
+	int k;
+	struct ipk_lstm *member[IPK_TRAIN_MAX_ENSEMBLE];
+	struct ipk_lstm_trainer *tr[IPK_TRAIN_MAX_ENSEMBLE];
+	struct ipk_lstm *avg;
+};
+
+static void ensemble_free(struct ensemble *e)
+{
+	for (int i = 0; i < e->k; i++) {
+		ipk_lstm_trainer_free(e->tr[i]);
+		ipk_lstm_free(e->member[i]);
+	}
+	ipk_lstm_free(e->avg);
+	memset(e, 0, sizeof(*e));
+}
+
+/* k members of shape sh from seeds seed.. (weights and sequence order),
+ * untrained, and their average. Returns 0, or -1 with err set. */
+static int ensemble_new(struct ensemble *e, const struct ipk_train_opts *o, const struct ipk_lstm_shape *sh,
+			struct ipk_err *err)
+{
+	memset(e, 0, sizeof(*e));
+	if (o->ensemble < 1 || o->ensemble > IPK_TRAIN_MAX_ENSEMBLE)
+		return ipk_err_set(err, IPK_EXIT_USAGE, "train model 'ensemble %d': 1 to %d networks", o->ensemble,
+				   IPK_TRAIN_MAX_ENSEMBLE);
+	if (sh->hidden * o->ensemble > IPK_LSTM_MAX_HIDDEN)
+		return ipk_err_set(err, IPK_EXIT_USAGE,
+				   "train model 'ensemble %d x hidden %d': the average is one network of at most %d units",
+				   o->ensemble, sh->hidden, IPK_LSTM_MAX_HIDDEN);
+	struct ipk_lstm_shape ash = *sh;
+	ash.hidden = sh->hidden * o->ensemble;
+	e->k = o->ensemble;
+	for (int i = 0; i < e->k; i++) {
+		struct ipk_lstm_train_opts lo = o->lstm;
+		lo.seed = o->seed + (uint64_t)i;
+		if (!(e->member[i] = ipk_lstm_new(sh, err)))
+			goto fail;
+		ipk_lstm_init(e->member[i], lo.seed);
+		if (!(e->tr[i] = ipk_lstm_trainer_new(e->member[i], &lo, err)))
+			goto fail;
+	}
+	if (!(e->avg = ipk_lstm_new(&ash, err)) || ipk_lstm_merge(e->avg, e->member, e->k, err) < 0)
+		goto fail;
+	return 0;
+fail:
+	ensemble_free(e);
+	return -1;
+}
+
+/* One epoch for every member, then the average rebuilt. Returns the
+ * members' mean loss, or -1 with err set. */
+static double ensemble_epoch(struct ensemble *e, const struct ipk_lstm_seq *seqs, int nseq, struct ipk_err *err)
+{
+	double sum = 0;
+	for (int i = 0; i < e->k; i++) {
+		double loss = ipk_lstm_train_epoch(e->tr[i], seqs, nseq, err);
+		if (loss < 0)
+			return -1;
+		sum += loss;
+	}
+	if (ipk_lstm_merge(e->avg, e->member, e->k, err) < 0)
+		return -1;
+	return sum / e->k;
+}
+
+/* The model's name: "lstm-h32-l1", or "lstm-3xh32-l1" for an ensemble. */
+static void model_name(const struct ipk_train_opts *o, char *buf, size_t len)
+{
+	if (o->ensemble > 1)
+		snprintf(buf, len, "lstm-%dxh%d-l%d", o->ensemble, o->hidden, o->layers);
+	else
+		snprintf(buf, len, "lstm-h%d-l%d", o->hidden, o->layers);
+}
+
+/* ", an ensemble of 3 networks (seeds 1 to 3, averaged as one of 96 units)"
+ * or "" */
+static void ensemble_meta(const struct ipk_train_opts *o, char *buf, size_t len)
+{
+	if (o->ensemble > 1)
+		snprintf(buf, len, ", an ensemble of %d networks (seeds %llu to %llu, averaged as one of %d units)",
+			 o->ensemble, (unsigned long long)o->seed, (unsigned long long)o->seed + o->ensemble - 1,
+			 o->ensemble * o->hidden);
+	else
+		buf[0] = 0;
 }
 
 void ipk_train_report_free(struct ipk_train_report *r)
@@ -372,8 +461,7 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 	struct cfwork c;
 	memset(&c, 0, sizeof(c));
 	struct ipk_model *model = NULL;
-	struct ipk_lstm *net = NULL;
-	struct ipk_lstm_trainer *tr = NULL;
+	struct ensemble ens = { 0 };
 	struct ipk_gaphist *gh = NULL;
 	struct ipk_model_info *info = calloc(1, sizeof(*info));
 	char (*users)[64] = malloc(256 * 64);
@@ -480,8 +568,6 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 	/* the folds: each user predicted by a network, a regression and a
 	 * histogram fitted without it */
 	struct ipk_lstm_shape sh = { .n_in = F, .hidden = o->hidden, .layers = o->layers, .n_out = nwin };
-	struct ipk_lstm_train_opts lo = o->lstm;
-	lo.seed = o->seed;
 	double tfold = 0;
 	for (int f = 0; f < nu; f++) {
 		char stage[128];
@@ -489,21 +575,18 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 		cf_normalise(d, &c, f, info->mean, info->scale);
 		int ns;
 		long nr = cf_gather(d, &c, f, nwin, &ns);
-		if (!(net = ipk_lstm_new(&sh, err)))
-			goto fail;
-		ipk_lstm_init(net, o->seed);
-		if (!(tr = ipk_lstm_trainer_new(net, &lo, err)))
+		if (ensemble_new(&ens, o, &sh, err) < 0)
 			goto fail;
 		long a = c.ustart[f], nf = c.ustart[f + 1] - a;
 		for (int e = 0; e < E; e++) {
 			double t0 = ipk_mono();
-			double loss = ipk_lstm_train_epoch(tr, c.seqs, ns, err);
+			double loss = ensemble_epoch(&ens, c.seqs, ns, err);
 			if (loss < 0)
 				goto fail;
 			double dt = ipk_mono() - t0;
 			tfold += dt;
 			float *qe = c.q + (size_t)e * N * nwin;
-			cf_predict(d, &c, net, f, nwin, qe);
+			cf_predict(d, &c, ens.avg, f, nwin, qe);
 			for (long k = 0; k < nf * nwin; k++)
 				c.pd[k] = qe[a * nwin + k];
 			double vs = sel_score(c.pd, c.yall + a * nwin, c.yearly + a * nwin, nf, nwin, c.scratch);
@@ -511,10 +594,7 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 			if (cb)
 				cb(cbarg, stage, e + 1, loss, vs, dt);
 		}
-		ipk_lstm_trainer_free(tr);
-		tr = NULL;
-		ipk_lstm_free(net);
-		net = NULL;
+		ensemble_free(&ens);
 		if (o->stack || o->baselines)
 			for (int j = 0; j < nwin; j++) {
 				struct ipk_logreg lr;
@@ -641,15 +721,12 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 	}
 	int ns;
 	long nr = cf_gather(d, &c, -1, nwin, &ns);
-	if (!(net = ipk_lstm_new(&sh, err)))
-		goto fail;
-	ipk_lstm_init(net, o->seed);
-	if (!(tr = ipk_lstm_trainer_new(net, &lo, err)))
+	if (ensemble_new(&ens, o, &sh, err) < 0)
 		goto fail;
 	double tsum = 0;
 	for (int e = 0; e <= be; e++) {
 		double t0 = ipk_mono();
-		double loss = ipk_lstm_train_epoch(tr, c.seqs, ns, err);
+		double loss = ensemble_epoch(&ens, c.seqs, ns, err);
 		if (loss < 0)
 			goto fail;
 		double dt = ipk_mono() - t0;
@@ -677,12 +754,14 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 	info->nfeat = F;
 	for (int i = 0; i < F; i++)
 		snprintf(info->feat[i], IPK_MODEL_FEAT_NAME, "%s", ipk_feat_name(i));
-	snprintf(info->name, sizeof(info->name), "lstm-h%d-l%d", o->hidden, o->layers);
+	char em[96];
+	model_name(o, info->name, sizeof(info->name));
+	ensemble_meta(o, em, sizeof(em));
 	snprintf(info->meta, sizeof(info->meta),
-		 "ip-train seed %llu, epochs %d (best %d over %d user folds), batch %d, bptt %d, lr %g%s; "
+		 "ip-train seed %llu, epochs %d (best %d over %d user folds), batch %d, bptt %d, lr %g%s%s; "
 		 "train users %.180s; cross-fitted: every user scored out of fold",
-		 (unsigned long long)o->seed, E, be + 1, nu, lo.batch, lo.bptt, lo.lr,
-		 o->stack ? ", stacked on out-of-fold outputs" : "", rep->train_users);
+		 (unsigned long long)o->seed, E, be + 1, nu, o->lstm.batch, o->lstm.bptt, o->lstm.lr,
+		 o->stack ? ", stacked on out-of-fold outputs" : "", em, rep->train_users);
 
 	/* the report: every user out of fold, the model and the baselines on
 	 * the same steps */
@@ -707,11 +786,11 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 			}
 		}
 	}
-	model = ipk_model_new(info, net, err);
-	net = NULL;
+	model = ipk_model_new(info, ens.avg, err);
+	ens.avg = NULL;
 	if (!model)
 		goto fail;
-	ipk_lstm_trainer_free(tr);
+	ensemble_free(&ens);
 	cfwork_free(&c);
 	free(users);
 	free(info);
@@ -722,8 +801,7 @@ fail:
 	if (err && !err->code)
 		ipk_err_set(err, IPK_EXIT_OSERR, "train model: out of memory");
 	ipk_gaphist_free(gh);
-	ipk_lstm_trainer_free(tr);
-	ipk_lstm_free(net);
+	ensemble_free(&ens);
 	cfwork_free(&c);
 	free(users);
 	free(info);
@@ -741,8 +819,7 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 	if (o->cross_fit)
 		return train_crossfit(o, d, cb, cbarg, rep, err);
 	struct ipk_model *model = NULL;
-	struct ipk_lstm *net = NULL;
-	struct ipk_lstm_trainer *tr = NULL;
+	struct ensemble ens = { 0 };
 	struct ipk_gaphist *gh = NULL;
 	struct ipk_model_info *info = calloc(1, sizeof(*info));
 	w.nser = d->n;
@@ -807,20 +884,16 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 
 	/* the network */
 	struct ipk_lstm_shape sh = { .n_in = F, .hidden = o->hidden, .layers = o->layers, .n_out = nwin };
-	if (!(net = ipk_lstm_new(&sh, err)))
+	if (ensemble_new(&ens, o, &sh, err) < 0)
 		goto fail;
-	ipk_lstm_init(net, o->seed);
-	struct ipk_lstm_train_opts lo = o->lstm;
-	lo.seed = o->seed;
-	if (!(tr = ipk_lstm_trainer_new(net, &lo, err)))
-		goto fail;
+	struct ipk_lstm *net = ens.avg;
 	size_t np = ipk_lstm_nparams(net);
 	if (!(w.best = malloc(sizeof(double) * np)))
 		goto oom;
 	double best = -1, tsum = 0;
 	for (int e = 1; e <= o->epochs; e++) {
 		double t0 = ipk_mono();
-		double loss = ipk_lstm_train_epoch(tr, w.train, w.ntrain, err);
+		double loss = ensemble_epoch(&ens, w.train, w.ntrain, err);
 		if (loss < 0)
 			goto fail;
 		double dt = ipk_mono() - t0;
@@ -879,12 +952,13 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 	}
 	for (int i = 0; i < F; i++)
 		snprintf(info->feat[i], IPK_MODEL_FEAT_NAME, "%s", ipk_feat_name(i));
-	snprintf(info->name, sizeof(info->name), "lstm-h%d-l%d", o->hidden, o->layers);
+	char em[96];
+	model_name(o, info->name, sizeof(info->name));
+	ensemble_meta(o, em, sizeof(em));
 	snprintf(info->meta, sizeof(info->meta),
-		 "ip-train seed %llu, epochs %d (best %d), batch %d, bptt %d, lr %g%s; train users %.180s; validation users %.180s",
-		 (unsigned long long)o->seed, o->epochs, rep->best_epoch, lo.batch, lo.bptt, lo.lr,
-		 o->stack ? ", stacked on validation users" : "", rep->train_users,
-		 rep->val_users);
+		 "ip-train seed %llu, epochs %d (best %d), batch %d, bptt %d, lr %g%s%s; train users %.180s; validation users %.180s",
+		 (unsigned long long)o->seed, o->epochs, rep->best_epoch, o->lstm.batch, o->lstm.bptt, o->lstm.lr,
+		 o->stack ? ", stacked on validation users" : "", em, rep->train_users, rep->val_users);
 
 	/* evaluation on the validation users */
 	int bad = 0;
@@ -921,12 +995,12 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 			ipk_err_set(err, IPK_EXIT_OSERR, "evaluate model: out of memory");
 		goto fail;
 	}
-	model = ipk_model_new(info, net, err);
-	net = NULL;
+	model = ipk_model_new(info, ens.avg, err);
+	ens.avg = NULL;
 	if (!model)
 		goto fail;
 	ipk_gaphist_free(gh);
-	ipk_lstm_trainer_free(tr);
+	ensemble_free(&ens);
 	work_free(&w);
 	free(info);
 	return model;
@@ -934,8 +1008,7 @@ oom:
 	ipk_err_set(err, IPK_EXIT_OSERR, "train model: out of memory");
 fail:
 	ipk_gaphist_free(gh);
-	ipk_lstm_trainer_free(tr);
-	ipk_lstm_free(net);
+	ensemble_free(&ens);
 	work_free(&w);
 	free(info);
 	ipk_train_report_free(rep);

@@ -33,7 +33,17 @@ struct ipk_train_opts {
 	int stack;                       /* stacked output stage (model.h), default 1 */
 	double early_idle;               /* "early" steps: idle <= this (default 2) */
 	int cross_fit;                   /* folds by user instead of validation users (below) */
+	int ensemble;                    /* networks averaged, 1..IPK_TRAIN_MAX_ENSEMBLE (default 1; below) */
 };
+
+/* Ensembles (o->ensemble = k > 1): k networks of o->hidden units are
+ * trained side by side from seeds seed, seed+1, ... (weights and order),
+ * each epoch for every member, and used as their average, one network of
+ * k*hidden units (lstm.h: ipk_lstm_merge) whose output is the sigmoid of
+ * the members' mean logit. Everything that uses the network (epoch choice,
+ * stacking stage, thresholds, report) sees that average. k = 1 is the plain
+ * network. Training takes k times as long. */
+#define IPK_TRAIN_MAX_ENSEMBLE 8
 
 void ipk_train_defaults(struct ipk_train_opts *o);
 

@@ -2,7 +2,8 @@
 # ip-train: trains from sample records split by user, writes a model that
 # ip-predict reads, is deterministic for a seed whatever the thread count,
 # reports the model and the baselines, refuses bad splits and options;
-# cross-fitting by user scores every user out of fold.
+# cross-fitting by user scores every user out of fold; --ensemble averages
+# networks from consecutive seeds as one.
 . "$(dirname "$0")/lib.sh"
 need_cmd ip-train ip-predict python3
 
@@ -151,6 +152,45 @@ PY
 check_eq "cross-fit: a planted label leak in one user does not reach its out-of-fold scores" ok "$(tail -1 "$TMP/plant.out")"
 check_exit "--cross-fit with --val-users: usage" 64 ip-train -o "$TMP/x" --cross-fit --val-users u1 "$TMP/s.jsonl"
 check_exit "--cross-fit with --epochs 0: usage" 64 ip-train -o "$TMP/x" --cross-fit --epochs 0 "$TMP/s.jsonl"
+
+# --ensemble: K networks from seeds SEED.. averaged as one. Without the
+# stacked stage the model's probability is the network's, so the ensemble
+# must give sigmoid(mean logit) of the three networks trained alone from
+# seeds 5, 6 and 7 (outputs are rounded to 6 decimals: steps where a member
+# is within 1e-3 of 0 or 1 are left out, where rounding dominates the logit).
+for sd in 5 6 7; do
+	ip-train -o "$TMP/e$sd" --epochs 2 --hidden 8 --seed $sd --val-users u4 --no-stack "$TMP/s.jsonl" 2>/dev/null
+	ip-predict -m "$TMP/e$sd" "$TMP/s.jsonl" >"$TMP/e$sd.out" 2>/dev/null
+done
+check "--ensemble 3" ip-train -o "$TMP/e3" --epochs 2 --hidden 8 --seed 5 --val-users u4 --no-stack --ensemble 3 "$TMP/s.jsonl"
+check "--ensemble 3, one thread" ip-train -o "$TMP/e3b" --epochs 2 --hidden 8 --seed 5 --val-users u4 --no-stack --ensemble 3 \
+	--threads 1 "$TMP/s.jsonl"
+check "--ensemble: deterministic for a seed, whatever the threads" cmp "$TMP/e3" "$TMP/e3b"
+check "predict with the ensemble" ip-predict -v -m "$TMP/e3" "$TMP/s.jsonl"
+cp "$TMP/.out" "$TMP/e3.out"
+check_grep "--ensemble: the model says what it is" \
+	"model lstm-3xh8-l1-.*an ensemble of 3 networks \(seeds 5 to 7, averaged as one of 24 units\)" "$TMP/.err"
+check_eq "--ensemble: the ensemble's probability is sigmoid(mean logit) of its members trained alone" ok \
+	"$(python3 -c '
+import json, math, sys
+def load(f):
+	return {(r["session"], r["ts"]): r["p"] for r in map(json.loads, open(f)) if r.get("type") == "prediction"}
+e, m = load(sys.argv[1]), [load(f) for f in sys.argv[2:]]
+lg = lambda p: math.log(p / (1 - p))
+n = d = 0
+for k, pe in e.items():
+	for w, p in pe.items():
+		ps = [x[k][w] for x in m]
+		if min(ps) < 1e-3 or max(ps) > 1 - 1e-3: continue
+		z = sum(map(lg, ps)) / len(ps)
+		d = max(d, abs(p - 1 / (1 + math.exp(-z)))); n += 1
+print("ok" if n > 1000 and d < 2e-5 else "%d steps, max difference %g" % (n, d))' "$TMP/e3.out" "$TMP/e5.out" "$TMP/e6.out" "$TMP/e7.out" 2>&1)"
+check "--ensemble 2 with --cross-fit" ip-train -o "$TMP/e2cf" --cross-fit --epochs 2 --hidden 8 --seed 5 --ensemble 2 "$TMP/s.jsonl"
+check "--ensemble 1 is the plain network, byte for byte" \
+	sh -c "ip-train -o '$TMP/e1' --epochs 2 --hidden 8 --seed 5 '$TMP/s.jsonl' && cmp '$TMP/e1' '$TMP/m1'"
+check_exit "--ensemble 9: usage" 64 ip-train -o "$TMP/x" --ensemble 9 "$TMP/s.jsonl"
+check_exit "--ensemble past the largest network: usage" 64 ip-train -o "$TMP/x" --ensemble 8 --hidden 200 "$TMP/s.jsonl"
+check_grep "--ensemble past the largest network: says why" "ensemble 8 x hidden 200.*at most 1024 units" "$TMP/.err"
 
 ip-train -o "$TMP/m6" --epochs 1 --hidden 4 --table "$TMP/s.jsonl" >"$TMP/table" 2>/dev/null
 check_grep "table has a header" '^predictor +window +steps' "$TMP/table"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # ip-predict --state DIR (per-user history across runs, safe with two
 # processes at once), the default model (IPKIT_MODEL, source tree), --plot
-# with gnuplot, and --device cuda refused without a CUDA kernel or GPU.
+# with gnuplot, and --device cuda: equal to the CPU on a GPU host, refused
+# with a clear error without a CUDA kernel or GPU.
 . "$(dirname "$0")/lib.sh"
 need_cmd ip-train ip-predict python3
 
@@ -91,9 +92,32 @@ else
 	skip "no --model: the source tree's default model" "programs not run from this tree's build or no models/default.ipkm"
 fi
 
-# --device
-check_exit "--device cuda without a CUDA kernel or GPU" 69 ip-predict -m "$TMP/m" --device cuda "$TMP/a1.jsonl"
-check_grep "--device cuda: said why" "use device 'cuda'" "$TMP/.err"
+# --device: with an NVIDIA GPU the batched CUDA step must give the CPU's
+# predictions (within 1e-5, decisions equal); without one, a clear refusal.
+have_gpu=0
+if nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then have_gpu=1; elif [ -e /dev/nvidia0 ]; then have_gpu=1; fi
+if [ $have_gpu = 1 ]; then
+	ip-predict -m "$TMP/m" "$TMP/a1.jsonl" >"$TMP/cpu.out" 2>"$TMP/cpu.err"
+	check "gpu: --device cuda predicts" ip-predict -m "$TMP/m" --device cuda -v "$TMP/a1.jsonl"
+	cp "$TMP/.out" "$TMP/gpu.out"
+	check_grep "gpu: -v says each interval is one batched step" "device cuda: the samples of each interval in one batched step" "$TMP/.err"
+	check_eq "gpu: same predictions as the CPU (count, sessions, times, decisions; probabilities within 1e-5)" ok \
+		"$(python3 -c '
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1]) if "\"prediction\"" in l]
+b = [json.loads(l) for l in open(sys.argv[2]) if "\"prediction\"" in l]
+key = lambda r: (r["session"], r["ts"])
+a.sort(key=key); b.sort(key=key)
+if not a or len(a) != len(b): sys.exit("%d cpu, %d gpu predictions" % (len(a), len(b)))
+d = 0.0
+for x, y in zip(a, b):
+	if key(x) != key(y) or x["decision"] != y["decision"]: sys.exit("differ at %s" % (key(x),))
+	for w in x["p"]: d = max(d, abs(x["p"][w] - y["p"][w]))
+print("ok" if d < 1e-5 else "max difference %g" % d)' "$TMP/cpu.out" "$TMP/gpu.out" 2>&1)"
+else
+	check_exit "--device cuda without a CUDA kernel or GPU" 69 ip-predict -m "$TMP/m" --device cuda "$TMP/a1.jsonl"
+	check_grep "--device cuda: said why" "use device 'cuda'" "$TMP/.err"
+fi
 check_exit "--device bogus" 64 ip-predict -m "$TMP/m" --device tpu "$TMP/a1.jsonl"
 check "--device cpu" ip-predict -m "$TMP/m" --device cpu "$TMP/a1.jsonl"
 

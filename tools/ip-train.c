@@ -13,7 +13,7 @@
 
 enum {
 	OPT_HIDDEN = 256, OPT_LAYERS, OPT_EPOCHS, OPT_WINDOWS, OPT_BATCH, OPT_BPTT, OPT_LR, OPT_CLIP, OPT_SEED,
-	OPT_THREADS, OPT_VAL_USERS, OPT_CROSS_FIT, OPT_EVAL, OPT_TABLE, OPT_NO_BASELINES, OPT_NO_STACK,
+	OPT_THREADS, OPT_ENSEMBLE, OPT_VAL_USERS, OPT_CROSS_FIT, OPT_EVAL, OPT_TABLE, OPT_NO_BASELINES, OPT_NO_STACK,
 };
 
 static const struct ipk_opt opts[] = {
@@ -27,6 +27,7 @@ static const struct ipk_opt opts[] = {
 	{ "lr", required_argument, OPT_LR, "RATE", "Adam learning rate (default 0.002)" },
 	{ "clip", required_argument, OPT_CLIP, "NORM", "clip the gradient's norm to NORM, 0 for no clipping (default 1)" },
 	{ "seed", required_argument, OPT_SEED, "N", "seed of weights, order and user split (default 1)" },
+	{ "ensemble", required_argument, OPT_ENSEMBLE, "K", "train K networks from seeds SEED.. and average their logits, as one network of K x hidden units (default 1)" },
 	{ "threads", required_argument, OPT_THREADS, "N", "training threads, 0 for one per CPU up to 2 (default 0)" },
 	{ "val-users", required_argument, OPT_VAL_USERS, "LIST", "validation users, comma-separated (default: a seeded quarter)" },
 	{ "cross-fit", no_argument, OPT_CROSS_FIT, NULL, "every user a fold: epoch, stacking stage and thresholds from out-of-fold outputs, final model on every user" },
@@ -132,6 +133,10 @@ static int cmd_train(int argc, char **argv)
 		case OPT_SEED:
 			bad = ipk_parse_long(&cli, "seed", a, 0, 0x7fffffffffffffffL, &lv);
 			o.seed = (uint64_t)lv;
+			break;
+		case OPT_ENSEMBLE:
+			bad = ipk_parse_long(&cli, "ensemble", a, 1, IPK_TRAIN_MAX_ENSEMBLE, &lv);
+			o.ensemble = (int)lv;
 			break;
 		case OPT_THREADS:
 			bad = ipk_parse_long(&cli, "threads", a, 0, 256, &lv);

@@ -1,7 +1,8 @@
 /* LSTM: gradient against finite differences, streaming step against the
  * double-precision unrolled forward pass, sessions coming and going in one
  * batch, determinism of training for a seed (any thread count), a small
- * memory task learnt.
+ * memory task learnt, and an ensemble merged into one network giving the
+ * sigmoid of its members' mean logit.
  *
  * Extra modes (used by tests/t0300-lstm-torch.sh and for benchmarks):
  *   test-lstm --export FILE     write a tiny random model, an input sequence
@@ -349,6 +350,72 @@ static int bench(int nin, int H)
 	return 0;
 }
 
+static double logit(double p)
+{
+	return log(p / (1 - p));
+}
+
+/* ipk_lstm_merge: three members of two layers into one network whose
+ * streaming output is sigmoid(mean of the members' logits), every step of
+ * a sequence; one member merged alone is that member, bit for bit; shapes
+ * that disagree are refused. */
+static void test_merge(void)
+{
+	enum { K = 3, NIN = 5, H = 6, L = 2, NOUT = 3, T = 50 };
+	struct ipk_err err = { 0 };
+	struct ipk_lstm *m[K];
+	for (int i = 0; i < K; i++)
+		m[i] = make_net(NIN, H, L, NOUT, 40 + i);
+	struct ipk_lstm_shape sh = { .n_in = NIN, .hidden = K * H, .layers = L, .n_out = NOUT };
+	struct ipk_lstm *e = ipk_lstm_new(&sh, &err);
+	CHECK("merge: three members", e && ipk_lstm_merge(e, m, K, &err) == 0);
+	float x[T * NIN], y[T * NOUT];
+	struct ipk_rng r;
+	ipk_rng_seed(&r, 5);
+	fill_seq(&r, T, NIN, NOUT, x, y, 0);
+	struct ipk_lstm_seq seq = { x, y, T };
+	double pm[K][T * NOUT];
+	for (int i = 0; i < K; i++)
+		ipk_lstm_forward(m[i], &seq, pm[i]);
+	struct ipk_lstm_state *st = ipk_lstm_state_new(e);
+	double maxd = 0;
+	for (int t = 0; t < T; t++) {
+		float p[NOUT];
+		ipk_lstm_step(e, &st, 1, x + t * NIN, p);
+		for (int o = 0; o < NOUT; o++) {
+			double z = 0;
+			for (int i = 0; i < K; i++)
+				z += logit(pm[i][t * NOUT + o]) / K;
+			maxd = fmax(maxd, fabs(p[o] - 1 / (1 + exp(-z))));
+		}
+	}
+	ipk_lstm_state_free(st);
+	char name[96];
+	snprintf(name, sizeof(name), "merge: output = sigmoid(mean member logit) within 1e-5 (max %.2g)", maxd);
+	CHECK(name, maxd < 1e-5);
+	/* a member alone */
+	struct ipk_lstm_shape s1 = { .n_in = NIN, .hidden = H, .layers = L, .n_out = NOUT };
+	struct ipk_lstm *one = ipk_lstm_new(&s1, &err);
+	CHECK("merge: one member is that member, bit for bit",
+	      one && ipk_lstm_merge(one, m, 1, &err) == 0 &&
+		      !memcmp(ipk_lstm_params(one), ipk_lstm_params(m[0]), sizeof(double) * ipk_lstm_nparams(one)));
+	CHECK("merge: a destination of the wrong size is refused",
+	      ipk_lstm_merge(one, m, 2, &err) < 0 && err.code == IPK_EXIT_USAGE && strstr(err.msg, "merge"));
+	struct ipk_lstm *other = make_net(NIN, H, 1, NOUT, 9);
+	struct ipk_lstm *mix[2] = { m[0], other };
+	struct ipk_lstm_shape s2 = { .n_in = NIN, .hidden = 2 * H, .layers = L, .n_out = NOUT };
+	struct ipk_lstm *two = ipk_lstm_new(&s2, &err);
+	err.code = 0;
+	CHECK("merge: members of another shape are refused",
+	      two && ipk_lstm_merge(two, mix, 2, &err) < 0 && err.code == IPK_EXIT_USAGE);
+	ipk_lstm_free(two);
+	ipk_lstm_free(other);
+	ipk_lstm_free(one);
+	ipk_lstm_free(e);
+	for (int i = 0; i < K; i++)
+		ipk_lstm_free(m[i]);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "--export"))
@@ -361,5 +428,6 @@ int main(int argc, char **argv)
 	test_gradient();
 	test_streaming();
 	test_training();
+	test_merge();
 	CHECK_DONE();
 }

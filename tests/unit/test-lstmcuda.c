@@ -3,7 +3,7 @@
  * within a batch included, with the model's stacked output stage applied in
  * both; and, where a GPU is usable, the CUDA step equals
  * the CPU step within 1e-5 (random networks of 1 and 2 layers, hidden sizes
- * 32 and 40, 3,000 sessions, 40 steps) and the predictor on the GPU equals
+ * 8, 32, 40 and 96, 3,000 sessions, 40 steps) and the predictor on the GPU equals
  * the one on the CPU. Without CUDA or a GPU the GPU checks are skipped. */
 #include <math.h>
 #include <stdio.h>
@@ -115,8 +115,8 @@ int main(void)
 	}
 	printf("# GPU: %s\n", ipk_lstm_cuda_device(probe));
 	ipk_lstm_cuda_free(probe);
-	int shapes[3][2] = { { 32, 1 }, { 40, 2 }, { 8, 1 } };
-	for (int q = 0; q < 3; q++) {
+	int shapes[4][2] = { { 32, 1 }, { 40, 2 }, { 8, 1 }, { 96, 1 } }; /* 96: an ensemble of 3 x 32 */
+	for (int q = 0; q < 4; q++) {
 		struct ipk_lstm_shape sh = { .n_in = 16, .hidden = shapes[q][0], .layers = shapes[q][1], .n_out = 3 };
 		struct ipk_lstm *net = ipk_lstm_new(&sh, &err);
 		ipk_lstm_init(net, 100 + q);
