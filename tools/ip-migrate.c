@@ -357,8 +357,8 @@ static cJSON *migration_record(const struct conf *c, const char *session, const 
 	cJSON_AddStringToObject(j, "phase", ipk_mig_phase_name(r->phase));
 	cJSON_AddStringToObject(j, "engine", c->mo.engine == IPK_ENGINE_LIBVIRT ? "libvirt" : "save");
 	cJSON *s = cJSON_AddObjectToObject(j, "seconds");
-	static const int shown[] = { IPK_MIG_PRECHECK, IPK_MIG_CAPTURE, IPK_MIG_TRANSFER, IPK_MIG_APPLY, IPK_MIG_RESTORE, IPK_MIG_VERIFY,
-				     IPK_MIG_RELEASE, IPK_MIG_ROLLBACK };
+	static const int shown[] = { IPK_MIG_PRECHECK, IPK_MIG_CAPTURE, IPK_MIG_TRANSFER, IPK_MIG_APPLY,
+				     IPK_MIG_RESTORE,  IPK_MIG_VERIFY,  IPK_MIG_RELEASE,  IPK_MIG_ROLLBACK };
 	for (size_t i = 0; s && i < sizeof(shown) / sizeof(shown[0]); i++)
 		if (r->seconds[shown[i]] > 0)
 			cJSON_AddNumberToObject(s, ipk_mig_phase_name(shown[i]), round(r->seconds[shown[i]] * 1e3) / 1e3);

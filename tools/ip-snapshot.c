@@ -57,10 +57,8 @@ static const char *kind_name(int kind)
 static cJSON *snapshot_record(const struct ipk_memimg *m, const char *path, const char *source,
 			      const char *session)
 {
-	uint64_t lo, hi;
 	char id[33];
-	ipk_memimg_hash(m, &lo, &hi);
-	ipk_id_hex(hi, lo, id);
+	ipk_memimg_id_hex(m, id);
 	struct ipk_memimg_stats st;
 	ipk_memimg_stats(m, &st);
 	cJSON *o = ipk_record_new("snapshot", ipk_now());
@@ -308,11 +306,8 @@ static int cmd_snapshot(int argc, char **argv)
 
 	double t1 = ipk_mono();
 	char parent_hex[33] = ""; /* the parent image's id */
-	if (parent) {
-		uint64_t plo, phi;
-		ipk_memimg_hash(parent, &plo, &phi);
-		ipk_id_hex(phi, plo, parent_hex);
-	}
+	if (parent)
+		ipk_memimg_id_hex(parent, parent_hex);
 	cJSON *mj = cJSON_CreateObject();
 	cJSON_AddStringToObject(mj, "source", source);
 	if (session)
