@@ -29,13 +29,16 @@ class H(http.server.BaseHTTPRequestHandler):
             k -= 1
         with open(os.path.join(d, str(k)), "rb") as f:
             body = f.read()
+        # The count is written (atomically) before the answer, so that a
+        # client which has its answer and exits finds it complete.
+        with open(os.path.join(d, "requests.tmp"), "w") as f:
+            f.write(str(n[0]))
+        os.rename(os.path.join(d, "requests.tmp"), os.path.join(d, "requests"))
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        with open(os.path.join(d, "requests"), "w") as f:
-            f.write(str(n[0]))
 s = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
 with open(os.path.join(d, "port.tmp"), "w") as f:
     f.write(str(s.server_address[1]))
