@@ -48,12 +48,15 @@ static int connect_unix(const char *path)
 static int parse_answer(const char *line, struct ipk_guest_answer *a)
 {
 	char sum[64];
-	uint64_t c;
+	uint64_t c, t;
 	if (!strncmp(line, "ipkit-verify-error", 18))
 		return -1;
-	if (sscanf(line, "ipkit-verify %40s %" SCNu64, sum, &c) == 2 && strlen(sum) < sizeof(a->checksum)) {
+	int n = sscanf(line, "ipkit-verify %40s %" SCNu64 " %" SCNu64, sum, &c, &t);
+	if (n >= 2 && strlen(sum) < sizeof(a->checksum)) {
 		strcpy(a->checksum, sum);
 		a->counter = c;
+		a->has_tick = n == 3;
+		a->tick = n == 3 ? t : 0;
 		return 1;
 	}
 	return 0;
@@ -128,6 +131,31 @@ int ipk_guest_verify(const char *sock, double timeout, struct ipk_guest_answer *
 		close(fd);
 	return ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "verify guest '%s': no answer in %g s%s%s", sock, timeout,
 			   last_errno ? ": " : "", last_errno ? strerror(last_errno) : "");
+}
+
+int ipk_guest_moved(const struct ipk_guest_answer *a, const struct ipk_guest_answer *b)
+{
+	if (b->counter < a->counter)
+		return 0;
+	return a->has_tick && b->has_tick ? b->tick > a->tick : b->counter > a->counter;
+}
+
+int ipk_guest_wait_moved(const char *sock, double timeout, double stuck, const struct ipk_guest_answer *first,
+			 struct ipk_guest_answer *later, struct ipk_err *err)
+{
+	double end = ipk_mono() + stuck;
+	do {
+		nap(0.02);
+		if (ipk_guest_verify(sock, timeout, later, err) < 0)
+			return -1;
+		if (later->counter < first->counter)
+			return ipk_err_set(err, IPK_EXIT_FAIL, "verify guest '%s': heartbeat counter went back from %llu to %llu",
+					   sock, (unsigned long long)first->counter, (unsigned long long)later->counter);
+		if (ipk_guest_moved(first, later))
+			return 0;
+	} while (ipk_mono() < end);
+	return ipk_err_set(err, IPK_EXIT_FAIL, "verify guest '%s': heartbeat stuck at counter %llu, tick %llu for %g s",
+			   sock, (unsigned long long)later->counter, (unsigned long long)later->tick, stuck);
 }
 
 int ipk_check_command(const char *cmd, char *const env[], double timeout, struct ipk_err *err)
