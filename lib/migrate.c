@@ -161,6 +161,7 @@ struct run {
 	char name[300];   /* image name on B */
 	char base[4096];  /* A's pre-copied base, when B holds it too */
 	char base_name[300];
+	struct ipk_guest_answer before; /* the source guest's answer before the cut-over */
 };
 
 static int capture_wait(struct run *r, struct ipk_err *err);
@@ -517,6 +518,26 @@ static int target_defined(const struct ipk_migrate_opts *o)
 	return rc;
 }
 
+/* The guest restored on A by a rollback: same checksum as before the
+ * cut-over, a counter not behind the one read then, and a heartbeat that
+ * moves. */
+static int verify_source(struct run *r, struct ipk_err *err)
+{
+	const struct ipk_migrate_opts *o = r->o;
+	double vt = o->verify_timeout > 0 ? o->verify_timeout : 30;
+	struct ipk_guest_answer a1, a2;
+	if (ipk_guest_verify(o->source_sock, vt, &a1, err) < 0)
+		return -1;
+	const char *want = o->expect_checksum ? o->expect_checksum : r->before.checksum[0] ? r->before.checksum : NULL;
+	if (want && strcmp(a1.checksum, want) != 0)
+		return ipk_err_set(err, IPK_EXIT_FAIL, "verify '%s' on the source: checksum %s, expected %s", o->domain,
+				   a1.checksum, want);
+	if (a1.counter < r->before.counter)
+		return ipk_err_set(err, IPK_EXIT_FAIL, "verify '%s' on the source: heartbeat counter %llu, behind %llu",
+				   o->domain, (unsigned long long)a1.counter, (unsigned long long)r->before.counter);
+	return ipk_guest_wait_moved(o->source_sock, vt, 3, &a1, &a2, err);
+}
+
 static void rollback(struct run *r, struct ipk_err *err)
 {
 	struct ipk_migrate_result *res = r->res;
@@ -616,8 +637,24 @@ static void rollback(struct run *r, struct ipk_err *err)
 	}
 	double t0 = ipk_mono();
 	if (virDomainRestore(r->a, res->image) == 0) {
-		res->rolled_back = 1;
 		res->downtime = ipk_mono() - r->t_stop;
+		struct ipk_err ve = { 0 };
+		if (r->o->source_sock && verify_source(r, &ve) < 0) {
+			/* the image restored but the guest in it does not pass:
+			 * "runs on the source" would be a claim nobody checked */
+			res->rollback_failed = 1;
+			snprintf(res->where, sizeof(res->where), "source-unverified");
+			char m[sizeof(err->msg)];
+			snprintf(m, sizeof(m),
+				 "%.400s; rollback failed: the guest restored on the source does not pass verification "
+				 "(%.300s); its image '%.200s' is kept",
+				 err->msg, ve.msg, res->image);
+			snprintf(err->msg, sizeof(err->msg), "%s", m);
+			err->code = IPK_EXIT_SOFTWARE;
+			res->seconds[IPK_MIG_ROLLBACK] = ipk_mono() - t0;
+			return;
+		}
+		res->rolled_back = 1;
 		snprintf(res->where, sizeof(res->where), "source");
 		if (!r->o->keep)
 			unlink(res->image);
@@ -928,7 +965,7 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 	res->phase = -1;
 	snprintf(res->where, sizeof(res->where), "source");
 	struct run r = { .o = o, .res = res, .t = t, .phase_t0 = ipk_mono() };
-	struct ipk_guest_answer before = { 0 };
+	struct ipk_guest_answer *before = &r.before;
 	int rc = -1;
 	uint64_t wire0 = t ? ipk_transport_sent(t) + ipk_transport_received(t) : 0;
 
@@ -945,14 +982,14 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 		ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "migrate domain '%s': not running on the source", o->domain);
 		goto fail;
 	}
-	if (o->source_sock && ipk_guest_verify(o->source_sock, o->verify_timeout > 0 ? o->verify_timeout : 30, &before,
+	if (o->source_sock && ipk_guest_verify(o->source_sock, o->verify_timeout > 0 ? o->verify_timeout : 30, before,
 					       err) < 0) {
 		char m[sizeof(err->msg)];
 		snprintf(m, sizeof(m), "guest not healthy on the source, not migrating: %.900s", err->msg);
 		snprintf(err->msg, sizeof(err->msg), "%s", m);
 		goto fail;
 	}
-	res->counter_before = before.counter;
+	res->counter_before = before->counter;
 
 	if (o->engine == IPK_ENGINE_LIBVIRT) {
 		res->downtime = NAN; /* unless libvirt reports it */
@@ -966,16 +1003,16 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 			double vt = o->verify_timeout > 0 ? o->verify_timeout : 30;
 			if (ipk_guest_verify(o->target_sock, vt, &a1, err) < 0)
 				goto fail;
-			const char *want = o->expect_checksum ? o->expect_checksum : before.checksum[0] ? before.checksum : NULL;
+			const char *want = o->expect_checksum ? o->expect_checksum : before->checksum[0] ? before->checksum : NULL;
 			if (want && strcmp(a1.checksum, want) != 0) {
 				ipk_err_set(err, IPK_EXIT_FAIL, "verify '%s' on the target: checksum %s, expected %s", o->domain,
 					    a1.checksum, want);
 				goto fail;
 			}
-			if (o->source_sock && a1.counter < before.counter) {
+			if (o->source_sock && a1.counter < before->counter) {
 				ipk_err_set(err, IPK_EXIT_FAIL,
 					    "verify '%s' on the target: heartbeat does not continue (%llu before, %llu after)",
-					    o->domain, (unsigned long long)before.counter, (unsigned long long)a1.counter);
+					    o->domain, (unsigned long long)before->counter, (unsigned long long)a1.counter);
 				goto fail;
 			}
 			if (ipk_guest_wait_moved(o->target_sock, vt, 3, &a1, &a2, err) < 0)
@@ -987,7 +1024,7 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 		struct ipk_migrate_opts o2 = *o;
 		o2.target_sock = NULL; /* done above */
 		r2.o = &o2;
-		if (verify_target(&r2, &before, err) < 0)
+		if (verify_target(&r2, before, err) < 0)
 			goto fail;
 		res->verified_ts = ipk_now();
 		enter(&r, IPK_MIG_DONE, err);
@@ -1156,7 +1193,7 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 	if (res->streamed)
 		res->target_apply = cJSON_GetNumberValue(cJSON_GetObjectItem(a, "apply_seconds"));
 	cJSON_Delete(a);
-	if (enter(&r, IPK_MIG_VERIFY, err) < 0 || verify_target(&r, &before, err) < 0)
+	if (enter(&r, IPK_MIG_VERIFY, err) < 0 || verify_target(&r, before, err) < 0)
 		goto fail;
 	double t_verified = ipk_mono();
 	res->verified_ts = ipk_now();

@@ -135,7 +135,7 @@ struct ipk_migrate_result {
 	char checksum[33];        /* verified frame checksum */
 	struct ipk_gpucheck_result gpu; /* B's GPU check (status NOT_RUN: not asked) */
 	char image[4096];         /* A's final image (kept after a failed rollback) */
-	char where[16];           /* "target", "source", "source-image" or "unknown" */
+	char where[24];           /* "target", "source", "source-unverified", "source-image" or "unknown" */
 };
 
 /* Migrate opts->domain to the receiver at the other end of t (already

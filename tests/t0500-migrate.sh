@@ -32,12 +32,13 @@ ok "receivers listen on both hosts"
 counter() { "$G" verify "$1" "$NAME" 2>/dev/null | awk '{print $3}'; }
 
 # migrate FROM TO TRANSPORT [ENV...] [-- OPTIONS]: run ip-migrate from host
-# FROM's namespace; output in $TMP/out, stderr in $TMP/mig.err, exit in $RC
+# FROM's namespace; output in $TMP/out, stderr in $TMP/mig.err, exit in $RC;
+# $SOURCE_SOCK, when set, replaces the source guest's socket
 migrate() {
 	local from=$1 to=$2 how=$3 uf ut sf st
 	shift 3
 	eval "uf=\$U$from ut=\$U$to"
-	sf=$("$G" sock-path "$uf" "$NAME")
+	sf=${SOURCE_SOCK:-$("$G" sock-path "$uf" "$NAME")}
 	st=$("$G" sock-path "$ut" "$NAME")
 	local dest
 	case $how in
@@ -223,6 +224,31 @@ expect_rolled_back "failure in apply" 1 "hook for phase apply"
 migrate 1 2 tcp "IPKIT_MIGRATE_TEST_HOOK=release:exit 3"
 expect_rolled_back "failure before release" 1 "hook for phase release"
 check_eq "failure before release: host 2 keeps only its old, stopped definition" "shut off" "$(state "$U2")"
+
+# A rollback whose restored guest does not pass verification on A is not
+# reported as done. The source socket is a link to the guest's; the failing
+# phase's hook points it at a stand-in that answers another checksum, as a
+# guest restored from a bad image would fail its check.
+W="rollback not verified on the source"
+python3 -c '
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8)
+while True:
+    c, _ = s.accept(); c.recv(64); c.sendall(b"ipkit-verify 0000000000000000 999 9990\n"); c.close()' "$TMP/standin.sock" &
+standin=$!
+at_exit "kill $standin 2>/dev/null"
+ln -sfn "$S1" "$TMP/src.sock"
+SOURCE_SOCK=$TMP/src.sock migrate 1 2 tcp "IPKIT_MIGRATE_TEST_HOOK=apply:ln -sfn $TMP/standin.sock $TMP/src.sock; exit 3"
+kill $standin 2>/dev/null
+check_eq "$W: exit 70" 70 "$RC"
+check_eq "$W: record says where" source-unverified "$(field where)"
+check_eq "$W: record outcome" failed "$(field outcome)"
+check_grep "$W: clear error naming the check and the image" \
+	"does not pass verification \(verify '$NAME' on the source: checksum 0000000000000000, expected $EXPECT\); its image '.*$NAME.save' is kept" "$TMP/mig.err"
+[ -s "$TMP/a/$NAME.save" ] && ok "$W: the image on host 1 is kept" || fail "$W: the image on host 1 is kept" "$(ls "$TMP/a")"
+check_eq "$W: the guest was restored on host 1 only" 1 "$(where)"
+if r=$(intact "$U1"); then ok "$W: the real guest on host 1 is intact ($r)"; else fail "$W: the real guest on host 1 is intact" "$r"; fi
+rm -f "$TMP/a/$NAME.save"
 
 # ---- ssh: A -> B -> A --------------------------------------------------------
 if command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; then

@@ -477,6 +477,7 @@ static int migrate_one(struct conf *c, const char *session, const char *domain, 
 		ipk_warn(c->cli, "%s", err->msg);
 		ipk_warn(c->cli, "'%s' %s (failed in phase %s)", domain,
 			 r.rolled_back ? "rolled back: it runs on the source" :
+			 !strcmp(r.where, "source-unverified") ? "restored on the source but NOT verified: see the message above" :
 			 r.rollback_failed ? "NOT restored: see the message above" : "not moved: it runs on the source",
 			 ipk_mig_phase_name(r.phase));
 	}

@@ -53,7 +53,7 @@ die() {
 	for u in "${U1:-}" "${U2:-}"; do
 		[ -n "$u" ] && [ -r "$("$G" console-log "$u" "$D" 2>/dev/null)" ] || continue
 		echo "# console of $D on $u (last lines):"
-		tr -d '\r' <"$("$G" console-log "$u" "$D")" | grep -av 'ipkit-heartbeat' | tail -n 8 | sed 's/^/#   /'
+		tr -d '\r' <"$("$G" console-log "$u" "$D")" | grep -av 'ipkit-heartbeat' | tail -n 40 | sed 's/^/#   /'
 	done
 	exit 1
 }
