@@ -1307,8 +1307,7 @@ static int srv_file(struct srv *s, const char *name, char *path, size_t n, struc
 }
 
 /* Ask the guest: same checksum, counter in range, then ask until its
- * heartbeat moved on (at most 3 s, which covers a guest that gives no
- * tick and whose counter moves once a second). */
+ * counter moved on (it counts guest seconds: at most 3 s). */
 static int srv_verify(struct srv *s, const cJSON *req, cJSON *reply, struct ipk_err *err)
 {
 	if (!s->sock[0])

@@ -48,15 +48,12 @@ static int connect_unix(const char *path)
 static int parse_answer(const char *line, struct ipk_guest_answer *a)
 {
 	char sum[64];
-	uint64_t c, t;
+	uint64_t c;
 	if (!strncmp(line, "ipkit-verify-error", 18))
 		return -1;
-	int n = sscanf(line, "ipkit-verify %40s %" SCNu64 " %" SCNu64, sum, &c, &t);
-	if (n >= 2 && strlen(sum) < sizeof(a->checksum)) {
+	if (sscanf(line, "ipkit-verify %40s %" SCNu64, sum, &c) == 2 && strlen(sum) < sizeof(a->checksum)) {
 		strcpy(a->checksum, sum);
 		a->counter = c;
-		a->has_tick = n == 3;
-		a->tick = n == 3 ? t : 0;
 		return 1;
 	}
 	return 0;
@@ -133,13 +130,6 @@ int ipk_guest_verify(const char *sock, double timeout, struct ipk_guest_answer *
 			   last_errno ? ": " : "", last_errno ? strerror(last_errno) : "");
 }
 
-int ipk_guest_moved(const struct ipk_guest_answer *a, const struct ipk_guest_answer *b)
-{
-	if (b->counter < a->counter)
-		return 0;
-	return a->has_tick && b->has_tick ? b->tick > a->tick : b->counter > a->counter;
-}
-
 int ipk_guest_wait_moved(const char *sock, double timeout, double stuck, const struct ipk_guest_answer *first,
 			 struct ipk_guest_answer *later, struct ipk_err *err)
 {
@@ -151,11 +141,11 @@ int ipk_guest_wait_moved(const char *sock, double timeout, double stuck, const s
 		if (later->counter < first->counter)
 			return ipk_err_set(err, IPK_EXIT_FAIL, "verify guest '%s': heartbeat counter went back from %llu to %llu",
 					   sock, (unsigned long long)first->counter, (unsigned long long)later->counter);
-		if (ipk_guest_moved(first, later))
+		if (later->counter > first->counter)
 			return 0;
 	} while (ipk_mono() < end);
-	return ipk_err_set(err, IPK_EXIT_FAIL, "verify guest '%s': heartbeat stuck at counter %llu, tick %llu for %g s",
-			   sock, (unsigned long long)later->counter, (unsigned long long)later->tick, stuck);
+	return ipk_err_set(err, IPK_EXIT_FAIL, "verify guest '%s': heartbeat counter stuck at %llu for %g s", sock,
+			   (unsigned long long)later->counter, stuck);
 }
 
 int ipk_check_command(const char *cmd, char *const env[], double timeout, struct ipk_err *err)

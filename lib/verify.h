@@ -1,6 +1,6 @@
 /* verify.h - checks that a migrated session works: the test guest's
  * verification protocol (examples/guest: "verify" on its control socket
- * answers "ipkit-verify <frame-checksum> <heartbeat-counter> [<tick>]"), a user's
+ * answers "ipkit-verify <frame-checksum> <heartbeat-counter>"), a user's
  * command, and an HTTP URL probed with libcurl.
  *
  * Ownership: callers own every buffer; nothing is allocated for them.
@@ -15,8 +15,6 @@
 struct ipk_guest_answer {
 	char checksum[33]; /* hex, as the guest printed it */
 	uint64_t counter;  /* heartbeat counter (guest seconds) */
-	uint64_t tick;     /* the guest's 10 Hz timer count, when has_tick */
-	int has_tick;      /* 0 for a guest that answers without a tick */
 };
 
 /* Send "verify" on the guest's unix control socket at sock (retrying the
@@ -26,16 +24,11 @@ struct ipk_guest_answer {
  * time), IPK_EXIT_FAIL (the guest answered ipkit-verify-error). */
 int ipk_guest_verify(const char *sock, double timeout, struct ipk_guest_answer *a, struct ipk_err *err);
 
-/* Whether the guest's heartbeat moved on from answer a to the later answer
- * b: its counter did not go back, and its tick (when both answers have
- * one) or else its counter went up. */
-int ipk_guest_moved(const struct ipk_guest_answer *a, const struct ipk_guest_answer *b);
-
-/* Ask again every 20 ms until the guest's heartbeat moved on from *first,
- * and return that answer in *later: it shows the guest's timers run.
- * Returns 0, or -1 with err: IPK_EXIT_FAIL when it did not move within
- * stuck seconds (the message names the socket and the counter and tick it
- * stayed at), or ipk_guest_verify's errors. */
+/* Ask again every 20 ms until the guest's heartbeat counter went up from
+ * first's, and return that answer in *later: it shows the guest's timers
+ * run. Returns 0, or -1 with err: IPK_EXIT_FAIL when the counter went back
+ * or did not move within stuck seconds (the message names the socket and
+ * the counters), or ipk_guest_verify's errors. */
 int ipk_guest_wait_moved(const char *sock, double timeout, double stuck, const struct ipk_guest_answer *first,
 			 struct ipk_guest_answer *later, struct ipk_err *err);
 

@@ -6,9 +6,7 @@
  * (banded gradients and tiles, LZ4 friendly), ~25 % zero pages and ~25 %
  * incompressible pseudo-random pages.  Every second it rewrites a share of
  * the buffer (4 KiB blocks at random 16-byte aligned offsets, so each write
- * straddles two guest pages), then prints a heartbeat on the console.  In
- * between, a 10 Hz timer advances a tick count, so that a verifier sees the
- * guest's timers run within a tenth of a second instead of up to a second.
+ * straddles two guest pages), then prints a heartbeat on the console.
  *
  * Guest mode (default build): parameters come from /proc/cmdline
  *   ipkit.mem=MiB     buffer size (default 64)
@@ -17,7 +15,7 @@
  *   ipkit.seed=N      seed of the fill and of the rewrites (default 1)
  * Output on /dev/ttyS0:  "ipkit-heartbeat <counter> <uptime-ms>" each second.
  * Control on /dev/ttyS1 (raw, 115200), one command a line:
- *   verify     -> "ipkit-verify <frame-fnv1a64-hex> <counter> <tick>"
+ *   verify     -> "ipkit-verify <frame-fnv1a64-hex> <counter>"
  *   ping       -> "ipkit-pong <counter>"
  *   dirty PCT  -> "ipkit-dirty <pct>" and the new rate applies at once
  * One UDP datagram a second goes to the broadcast address of eth0 (port 9)
@@ -61,11 +59,10 @@ struct params {
 
 /* The heartbeat counter lives in guest memory, next to a redundant check
  * word, so that a restored guest continues counting and a torn or stale
- * restore shows up in "verify".  tick counts the 10 Hz timer's wake-ups. */
+ * restore shows up in "verify". */
 static struct {
 	uint64_t counter;
 	uint64_t check;
-	uint64_t tick;
 } g_state;
 
 static uint64_t state_check(uint64_t c)
@@ -408,8 +405,8 @@ static void handle_line(char *line)
 		if (g_state.check != state_check(c))
 			say(ctl_out, "ipkit-verify-error state %" PRIu64 "\n", c);
 		else
-			say(ctl_out, "ipkit-verify %016" PRIx64 " %" PRIu64 " %" PRIu64 "\n",
-			    frame_checksum(), c, g_state.tick);
+			say(ctl_out, "ipkit-verify %016" PRIx64 " %" PRIu64 "\n",
+			    frame_checksum(), c);
 	} else if (strcmp(line, "ping") == 0) {
 		say(ctl_out, "ipkit-pong %" PRIu64 "\n", c);
 	} else if (strncmp(line, "dirty ", 6) == 0) {
@@ -446,15 +443,9 @@ static int run(const struct params *p, long seconds)
 	uint64_t rng = mix64(p->seed + 7) | 1;
 	char line[256];
 	size_t ll = 0;
-	uint64_t next = now_ms() + 1000, next_tick = next - 900;
+	uint64_t next = now_ms() + 1000;
 	for (;;) {
 		uint64_t now = now_ms();
-		if (now >= next_tick) {
-			g_state.tick++;
-			next_tick += 100;
-			if (next_tick <= now) /* clock jumped: no burst */
-				next_tick = now + 100;
-		}
 		if (now >= next) {
 			dirty_tick(buf, len, &rng);
 			uint64_t c = g_state.counter + 1;
@@ -470,7 +461,7 @@ static int run(const struct params *p, long seconds)
 			continue;
 		}
 		struct pollfd pf = { .fd = ctl_in, .events = POLLIN };
-		int r = poll(&pf, ctl_in >= 0 ? 1 : 0, (int)((next < next_tick ? next : next_tick) - now));
+		int r = poll(&pf, ctl_in >= 0 ? 1 : 0, (int)(next - now));
 		if (r <= 0 || !(pf.revents & (POLLIN | POLLHUP)))
 			continue;
 		char b[128];
