@@ -134,6 +134,11 @@ static double slow_step(const struct ipk_migrate_opts *o)
 
 /* ---- sending side ----------------------------------------------------------- */
 
+/* The guest's timer check: a GUEST_TIMER_MS timer must fire within
+ * GUEST_TIMER_LIMIT seconds. */
+#define GUEST_TIMER_MS 50
+#define GUEST_TIMER_LIMIT 3.0
+
 struct run {
 	const struct ipk_migrate_opts *o;
 	struct ipk_migrate_result *res;
@@ -519,8 +524,7 @@ static int target_defined(const struct ipk_migrate_opts *o)
 }
 
 /* The guest restored on A by a rollback: same checksum as before the
- * cut-over, a counter not behind the one read then, and a heartbeat that
- * moves. */
+ * cut-over, a counter not behind the one read then, and timers that run. */
 static int verify_source(struct run *r, struct ipk_err *err)
 {
 	const struct ipk_migrate_opts *o = r->o;
@@ -535,7 +539,7 @@ static int verify_source(struct run *r, struct ipk_err *err)
 	if (a1.counter < r->before.counter)
 		return ipk_err_set(err, IPK_EXIT_FAIL, "verify '%s' on the source: heartbeat counter %llu, behind %llu",
 				   o->domain, (unsigned long long)a1.counter, (unsigned long long)r->before.counter);
-	return ipk_guest_wait_moved(o->source_sock, vt, 3, &a1, &a2, err);
+	return ipk_guest_timer(o->source_sock, GUEST_TIMER_LIMIT, GUEST_TIMER_MS, &a1, &a2, err);
 }
 
 static void rollback(struct run *r, struct ipk_err *err)
@@ -1015,7 +1019,7 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 					    o->domain, (unsigned long long)before->counter, (unsigned long long)a1.counter);
 				goto fail;
 			}
-			if (ipk_guest_wait_moved(o->target_sock, vt, 3, &a1, &a2, err) < 0)
+			if (ipk_guest_timer(o->target_sock, GUEST_TIMER_LIMIT, GUEST_TIMER_MS, &a1, &a2, err) < 0)
 				goto fail;
 			snprintf(res->checksum, sizeof(res->checksum), "%s", a1.checksum);
 			res->counter_after = a1.counter;
@@ -1306,8 +1310,7 @@ static int srv_file(struct srv *s, const char *name, char *path, size_t n, struc
 	return 0;
 }
 
-/* Ask the guest: same checksum, counter in range, then ask until its
- * counter moved on (it counts guest seconds: at most 3 s). */
+/* Ask the guest: same checksum, counter in range, then its timer check. */
 static int srv_verify(struct srv *s, const cJSON *req, cJSON *reply, struct ipk_err *err)
 {
 	if (!s->sock[0])
@@ -1331,7 +1334,7 @@ static int srv_verify(struct srv *s, const cJSON *req, cJSON *reply, struct ipk_
 				   "verify '%s': heartbeat counter %llu does not continue the source's (%.0f..%.0f)",
 				   s->domain, (unsigned long long)a1.counter, cJSON_IsNumber(mn) ? mn->valuedouble : 0,
 				   cJSON_IsNumber(mx) ? mx->valuedouble : 0);
-	if (ipk_guest_wait_moved(s->sock, timeout, 3, &a1, &a2, err) < 0)
+	if (ipk_guest_timer(s->sock, GUEST_TIMER_LIMIT, GUEST_TIMER_MS, &a1, &a2, err) < 0)
 		return -1;
 	cJSON_AddStringToObject(reply, "checksum", a1.checksum);
 	cJSON_AddNumberToObject(reply, "counter", (double)a1.counter);

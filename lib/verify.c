@@ -44,8 +44,9 @@ static int connect_unix(const char *path)
 	return fd;
 }
 
-/* Parse one answer line; 1 = verified, 0 = not an answer, -1 = error answer. */
-static int parse_answer(const char *line, struct ipk_guest_answer *a)
+/* Parse one answer line to "verify"; 1 = verified, 0 = not an answer,
+ * -1 = error answer. */
+static int parse_verify(const char *line, struct ipk_guest_answer *a)
 {
 	char sum[64];
 	uint64_t c;
@@ -59,7 +60,23 @@ static int parse_answer(const char *line, struct ipk_guest_answer *a)
 	return 0;
 }
 
-int ipk_guest_verify(const char *sock, double timeout, struct ipk_guest_answer *a, struct ipk_err *err)
+/* Parse one answer line to "timer MS"; as parse_verify. */
+static int parse_timer(const char *line, struct ipk_guest_answer *a)
+{
+	uint64_t c;
+	if (!strncmp(line, "ipkit-error", 11))
+		return -1;
+	if (sscanf(line, "ipkit-timer %" SCNu64, &c) == 1) {
+		a->counter = c;
+		return 1;
+	}
+	return 0;
+}
+
+/* Send req on the guest's control socket (again every 2 s: a guest just
+ * restored may not listen yet) until a line parses, or timeout passes. */
+static int guest_ask(const char *sock, double timeout, const char *req, int (*parse)(const char *, struct ipk_guest_answer *),
+		     const char *what, struct ipk_guest_answer *a, struct ipk_err *err)
 {
 	double deadline = ipk_mono() + timeout;
 	int fd = -1, last_errno = 0;
@@ -79,8 +96,7 @@ int ipk_guest_verify(const char *sock, double timeout, struct ipk_guest_answer *
 		}
 		double now = ipk_mono();
 		if (now >= next_send) {
-			static const char req[] = "\nverify\n";
-			if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) < 0) {
+			if (send(fd, req, strlen(req), MSG_NOSIGNAL) < 0) {
 				last_errno = errno;
 				close(fd);
 				fd = -1;
@@ -110,11 +126,11 @@ int ipk_guest_verify(const char *sock, double timeout, struct ipk_guest_answer *
 			while (*line == '\r' || *line == ' ')
 				line++;
 			line[strcspn(line, "\r")] = 0;
-			int pr = parse_answer(line, a);
+			int pr = parse(line, a);
 			if (pr != 0) {
 				close(fd);
 				if (pr < 0)
-					return ipk_err_set(err, IPK_EXIT_FAIL, "verify guest '%s': it answered '%.200s'", sock, line);
+					return ipk_err_set(err, IPK_EXIT_FAIL, "%s guest '%s': it answered '%.200s'", what, sock, line);
 				return 0;
 			}
 			size_t rest = have - (size_t)(nl + 1 - buf);
@@ -126,26 +142,28 @@ int ipk_guest_verify(const char *sock, double timeout, struct ipk_guest_answer *
 	}
 	if (fd >= 0)
 		close(fd);
-	return ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "verify guest '%s': no answer in %g s%s%s", sock, timeout,
+	return ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "%s guest '%s': no answer in %g s%s%s", what, sock, timeout,
 			   last_errno ? ": " : "", last_errno ? strerror(last_errno) : "");
 }
 
-int ipk_guest_wait_moved(const char *sock, double timeout, double stuck, const struct ipk_guest_answer *first,
-			 struct ipk_guest_answer *later, struct ipk_err *err)
+int ipk_guest_verify(const char *sock, double timeout, struct ipk_guest_answer *a, struct ipk_err *err)
 {
-	double end = ipk_mono() + stuck;
-	do {
-		nap(0.02);
-		if (ipk_guest_verify(sock, timeout, later, err) < 0)
-			return -1;
-		if (later->counter < first->counter)
-			return ipk_err_set(err, IPK_EXIT_FAIL, "verify guest '%s': heartbeat counter went back from %llu to %llu",
-					   sock, (unsigned long long)first->counter, (unsigned long long)later->counter);
-		if (later->counter > first->counter)
-			return 0;
-	} while (ipk_mono() < end);
-	return ipk_err_set(err, IPK_EXIT_FAIL, "verify guest '%s': heartbeat counter stuck at %llu for %g s", sock,
-			   (unsigned long long)later->counter, stuck);
+	memset(a, 0, sizeof(*a));
+	return guest_ask(sock, timeout, "\nverify\n", parse_verify, "verify", a, err);
+}
+
+int ipk_guest_timer(const char *sock, double timeout, unsigned ms, const struct ipk_guest_answer *first,
+		    struct ipk_guest_answer *later, struct ipk_err *err)
+{
+	char req[32];
+	snprintf(req, sizeof(req), "\ntimer %u\n", ms);
+	*later = *first;
+	if (guest_ask(sock, timeout, req, parse_timer, "timer check of", later, err) < 0)
+		return -1;
+	if (later->counter < first->counter)
+		return ipk_err_set(err, IPK_EXIT_FAIL, "timer check of guest '%s': heartbeat counter went back from %llu to %llu",
+				   sock, (unsigned long long)first->counter, (unsigned long long)later->counter);
+	return 0;
 }
 
 int ipk_check_command(const char *cmd, char *const env[], double timeout, struct ipk_err *err)

@@ -1,6 +1,7 @@
 /* verify.h - checks that a migrated session works: the test guest's
  * verification protocol (examples/guest: "verify" on its control socket
- * answers "ipkit-verify <frame-checksum> <heartbeat-counter>"), a user's
+ * answers "ipkit-verify <frame-checksum> <heartbeat-counter>", "timer MS"
+ * answers "ipkit-timer <heartbeat-counter>" once the timer fired), a user's
  * command, and an HTTP URL probed with libcurl.
  *
  * Ownership: callers own every buffer; nothing is allocated for them.
@@ -24,13 +25,15 @@ struct ipk_guest_answer {
  * time), IPK_EXIT_FAIL (the guest answered ipkit-verify-error). */
 int ipk_guest_verify(const char *sock, double timeout, struct ipk_guest_answer *a, struct ipk_err *err);
 
-/* Ask again every 20 ms until the guest's heartbeat counter went up from
- * first's, and return that answer in *later: it shows the guest's timers
- * run. Returns 0, or -1 with err: IPK_EXIT_FAIL when the counter went back
- * or did not move within stuck seconds (the message names the socket and
- * the counters), or ipk_guest_verify's errors. */
-int ipk_guest_wait_moved(const char *sock, double timeout, double stuck, const struct ipk_guest_answer *first,
-			 struct ipk_guest_answer *later, struct ipk_err *err);
+/* Ask the guest ("timer MS") to arm a timer of ms milliseconds in its
+ * heartbeat loop and wait for its answer once it fired: it shows the
+ * guest's timers run without waiting up to a second for its next
+ * heartbeat. *later is *first with the counter it answered. Returns 0, or
+ * -1 with err: IPK_EXIT_UNAVAILABLE when no answer came within timeout
+ * seconds (timers that do not run), IPK_EXIT_FAIL when the guest refused
+ * or its counter went back from first's. */
+int ipk_guest_timer(const char *sock, double timeout, unsigned ms, const struct ipk_guest_answer *first,
+		    struct ipk_guest_answer *later, struct ipk_err *err);
 
 /* Run cmd with /bin/sh -c, environment extended by env ("NAME=value"
  * strings, NULL-terminated, may be NULL), its standard output sent to

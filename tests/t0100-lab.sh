@@ -134,6 +134,13 @@ if "$G" verify "$U1" "$NAME" >"$TMP/verify1" 2>&1; then
 else
 	fail "verify over ttyS1: frame checksum $EXPECT" "$(tr '\n' ' ' <"$TMP/verify1")"
 fi
+t=$(date +%s%N)
+check_eq "a 300 ms timer fires and answers with the counter" "ipkit-timer" \
+	"$("$G" ctl "$U1" "$NAME" 'timer 300' 2>&1 | awk '{print $1}')"
+waited=$(( ($(date +%s%N) - t) / 1000000 ))
+if [ "$waited" -ge 300 ]; then ok "the timer's answer came after its 300 ms ($waited ms)"; else
+	fail "the timer's answer came after its 300 ms" "$waited ms"; fi
+check_eq "a timer out of range is refused" "ipkit-error bad-timer" "$("$G" ctl "$U1" "$NAME" 'timer 0' 2>&1)"
 check_eq "ping answers" "ipkit-pong" "$("$G" ctl "$U1" "$NAME" ping 2>&1 | awk '{print $1}')"
 check_eq "dirty rate changes live" "ipkit-dirty 5" "$("$G" ctl "$U1" "$NAME" 'dirty 5' 2>&1)"
 

@@ -17,6 +17,9 @@
  * Control on /dev/ttyS1 (raw, 115200), one command a line:
  *   verify     -> "ipkit-verify <frame-fnv1a64-hex> <counter>"
  *   ping       -> "ipkit-pong <counter>"
+ *   timer MS   -> "ipkit-timer <counter>" once a timer of MS (1..1000) ms,
+ *                 armed in the heartbeat loop, has fired: a verifier sees
+ *                 the guest's timers run without waiting for a heartbeat
  *   dirty PCT  -> "ipkit-dirty <pct>" and the new rate applies at once
  * One UDP datagram a second goes to the broadcast address of eth0 (port 9)
  * once eth0 has an IPv4 address, so the NIC's counters move.
@@ -375,6 +378,7 @@ static void udp_send(uint64_t counter)
 
 static double g_dirty;
 static double g_dirty_acc;
+static uint64_t g_timer_due; /* the "timer" command's deadline (ms), 0: none */
 
 static void dirty_tick(unsigned char *buf, size_t len, uint64_t *rng)
 {
@@ -409,6 +413,14 @@ static void handle_line(char *line)
 			    frame_checksum(), c);
 	} else if (strcmp(line, "ping") == 0) {
 		say(ctl_out, "ipkit-pong %" PRIu64 "\n", c);
+	} else if (strncmp(line, "timer ", 6) == 0) {
+		char *end;
+		unsigned long ms = strtoul(line + 6, &end, 10);
+		if (end == line + 6 || *end || ms < 1 || ms > 1000) {
+			say(ctl_out, "ipkit-error bad-timer\n");
+			return;
+		}
+		g_timer_due = now_ms() + ms;
 	} else if (strncmp(line, "dirty ", 6) == 0) {
 		char *end;
 		double v = strtod(line + 6, &end);
@@ -446,6 +458,10 @@ static int run(const struct params *p, long seconds)
 	uint64_t next = now_ms() + 1000;
 	for (;;) {
 		uint64_t now = now_ms();
+		if (g_timer_due && now >= g_timer_due) {
+			g_timer_due = 0;
+			say(ctl_out, "ipkit-timer %" PRIu64 "\n", g_state.counter);
+		}
 		if (now >= next) {
 			dirty_tick(buf, len, &rng);
 			uint64_t c = g_state.counter + 1;
@@ -461,7 +477,8 @@ static int run(const struct params *p, long seconds)
 			continue;
 		}
 		struct pollfd pf = { .fd = ctl_in, .events = POLLIN };
-		int r = poll(&pf, ctl_in >= 0 ? 1 : 0, (int)(next - now));
+		uint64_t wake = g_timer_due && g_timer_due < next ? g_timer_due : next;
+		int r = poll(&pf, ctl_in >= 0 ? 1 : 0, (int)(wake - now));
 		if (r <= 0 || !(pf.revents & (POLLIN | POLLHUP)))
 			continue;
 		char b[128];

@@ -1,7 +1,7 @@
 /* Verification helpers: user check commands (status, timeout, environment),
  * an HTTP probe that cannot connect, a guest socket that is not there, and
- * the wait for a guest's heartbeat counter to move on, against a guest stand-in
- * on a unix socket that answers "verify" as the test guest does. */
+ * the guest's timer check, against a stand-in on a unix socket that answers
+ * "verify" and "timer MS" as the test guest does, or does not. */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdlib.h>
@@ -14,10 +14,12 @@
 #include "check.h"
 #include "verify.h"
 
-enum guest_kind { GUEST_COUNTING, GUEST_STUCK, GUEST_GOES_BACK };
+enum guest_kind { GUEST_RUNS, GUEST_NO_TIMER, GUEST_REFUSES, GUEST_GOES_BACK };
 
-/* Serve "verify" on path in a child: answer n (0, 1, ...) gives a counter
- * by kind. Returns the child's pid. */
+/* Serve the control socket in a child: "verify" gets checksum 00ff and
+ * counter 7; "timer MS", by kind, an answer after MS ms with counter 7+MS
+ * (so the test sees the MS sent), none, a refusal, or counter 2. Returns
+ * the child's pid. */
 static pid_t fake_guest(const char *path, enum guest_kind kind)
 {
 	unlink(path);
@@ -33,20 +35,30 @@ static pid_t fake_guest(const char *path, enum guest_kind kind)
 		close(s);
 		return pid;
 	}
-	for (unsigned n = 0;; n++) {
+	for (;;) {
 		int c = accept(s, NULL, NULL);
 		if (c < 0)
 			_exit(0);
-		char buf[64];
-		if (read(c, buf, sizeof(buf)) > 0) {
-			/* counting: the counter moves once in 3 answers, as a guest
-			 * asked every 20 ms whose counter moves each second */
-			unsigned counter = kind == GUEST_COUNTING ? 7 + n / 3 : kind == GUEST_STUCK ? 7 : n ? 2 : 7;
-			char out[96];
-			int len = snprintf(out, sizeof(out), "ipkit-verify 00ff %u\n", counter);
-			if (write(c, out, (size_t)len) < 0)
-				_exit(1);
+		char buf[64] = "";
+		ssize_t n = read(c, buf, sizeof(buf) - 1);
+		char out[96] = "";
+		unsigned ms;
+		if (n > 0 && strstr(buf, "verify")) {
+			snprintf(out, sizeof(out), "ipkit-verify 00ff 7\n");
+		} else if (n > 0 && sscanf(strstr(buf, "timer") ? strstr(buf, "timer") : "", "timer %u", &ms) == 1) {
+			if (kind == GUEST_RUNS) {
+				usleep(ms * 1000);
+				snprintf(out, sizeof(out), "ipkit-timer %u\n", 7 + ms);
+			} else if (kind == GUEST_REFUSES) {
+				snprintf(out, sizeof(out), "ipkit-error unknown-command\n");
+			} else if (kind == GUEST_GOES_BACK) {
+				snprintf(out, sizeof(out), "ipkit-timer 2\n");
+			} else {
+				pause(); /* its timers do not run */
+			}
 		}
+		if (out[0] && write(c, out, strlen(out)) < 0)
+			_exit(1);
 		close(c);
 	}
 }
@@ -57,7 +69,7 @@ static void stop_guest(pid_t pid)
 	waitpid(pid, NULL, 0);
 }
 
-static void check_heartbeat_wait(void)
+static void check_timer(void)
 {
 	char path[108];
 	snprintf(path, sizeof(path), "%s/ipkit-test-verify.%d.sock", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
@@ -65,27 +77,39 @@ static void check_heartbeat_wait(void)
 	struct ipk_err err = { 0 };
 	struct ipk_guest_answer a1, a2;
 
-	pid_t g = fake_guest(path, GUEST_COUNTING);
+	pid_t g = fake_guest(path, GUEST_RUNS);
 	int rc = ipk_guest_verify(path, 5, &a1, &err);
 	CHECK("guest answer: parsed", rc == 0 && !strcmp(a1.checksum, "00ff") && a1.counter == 7);
-	rc = ipk_guest_wait_moved(path, 5, 3, &a1, &a2, &err);
-	CHECK("counting guest: waited until its counter moved on", rc == 0 && a2.counter == 8);
+	double t0 = ipk_mono();
+	rc = ipk_guest_timer(path, 3, 50, &a1, &a2, &err);
+	double took = ipk_mono() - t0;
+	CHECK("timer check: answered once the 50 ms timer fired", rc == 0 && a2.counter == 57 && took >= 0.05);
+	CHECK("timer check: the checksum is kept", !strcmp(a2.checksum, "00ff"));
 	stop_guest(g);
 
-	g = fake_guest(path, GUEST_STUCK);
+	g = fake_guest(path, GUEST_NO_TIMER);
 	memset(&err, 0, sizeof(err));
 	rc = ipk_guest_verify(path, 5, &a1, &err);
-	double t0 = ipk_mono();
-	rc = rc ? rc : ipk_guest_wait_moved(path, 5, 0.5, &a1, &a2, &err);
-	double took = ipk_mono() - t0;
-	CHECK("stuck guest: FAIL after the stuck time", rc < 0 && err.code == IPK_EXIT_FAIL && took >= 0.5 && took < 3);
-	CHECK("stuck guest: the message names the counter", strstr(err.msg, "counter stuck at 7") != NULL);
+	t0 = ipk_mono();
+	rc = rc ? rc : ipk_guest_timer(path, 0.5, 50, &a1, &a2, &err);
+	took = ipk_mono() - t0;
+	CHECK("timers that do not run: UNAVAILABLE after the limit",
+	      rc < 0 && err.code == IPK_EXIT_UNAVAILABLE && took >= 0.5 && took < 3);
+	CHECK("timers that do not run: the message says which check", strstr(err.msg, "timer check of guest") != NULL);
+	stop_guest(g);
+
+	g = fake_guest(path, GUEST_REFUSES);
+	memset(&err, 0, sizeof(err));
+	rc = ipk_guest_verify(path, 5, &a1, &err);
+	rc = rc ? rc : ipk_guest_timer(path, 3, 50, &a1, &a2, &err);
+	CHECK("guest that refuses the timer: FAIL naming its answer",
+	      rc < 0 && err.code == IPK_EXIT_FAIL && strstr(err.msg, "unknown-command"));
 	stop_guest(g);
 
 	g = fake_guest(path, GUEST_GOES_BACK);
 	memset(&err, 0, sizeof(err));
 	rc = ipk_guest_verify(path, 5, &a1, &err);
-	rc = rc ? rc : ipk_guest_wait_moved(path, 5, 3, &a1, &a2, &err);
+	rc = rc ? rc : ipk_guest_timer(path, 3, 50, &a1, &a2, &err);
 	CHECK("guest whose counter went back: FAIL",
 	      rc < 0 && err.code == IPK_EXIT_FAIL && strstr(err.msg, "went back from 7 to 2"));
 	stop_guest(g);
@@ -112,6 +136,6 @@ int main(void)
 	rc = ipk_guest_verify("/nonexistent/guest.sock", 0.5, &a, &err);
 	CHECK("guest socket missing: UNAVAILABLE after the timeout",
 	      rc < 0 && err.code == IPK_EXIT_UNAVAILABLE && ipk_mono() - t0 >= 0.5 && ipk_mono() - t0 < 3);
-	check_heartbeat_wait();
+	check_timer();
 	CHECK_DONE();
 }
