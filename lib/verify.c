@@ -158,8 +158,13 @@ int ipk_guest_timer(const char *sock, double timeout, unsigned ms, const struct 
 	char req[32];
 	snprintf(req, sizeof(req), "\ntimer %u\n", ms);
 	*later = *first;
-	if (guest_ask(sock, timeout, req, parse_timer, "timer check of", later, err) < 0)
+	if (guest_ask(sock, timeout, req, parse_timer, "timer check of", later, err) < 0) {
+		/* it answered "verify" just before: no answer now means its
+		 * timers do not run, a failed verification */
+		if (err->code == IPK_EXIT_UNAVAILABLE)
+			err->code = IPK_EXIT_FAIL;
 		return -1;
+	}
 	if (later->counter < first->counter)
 		return ipk_err_set(err, IPK_EXIT_FAIL, "timer check of guest '%s': heartbeat counter went back from %llu to %llu",
 				   sock, (unsigned long long)first->counter, (unsigned long long)later->counter);

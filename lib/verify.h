@@ -29,9 +29,8 @@ int ipk_guest_verify(const char *sock, double timeout, struct ipk_guest_answer *
  * heartbeat loop and wait for its answer once it fired: it shows the
  * guest's timers run without waiting up to a second for its next
  * heartbeat. *later is *first with the counter it answered. Returns 0, or
- * -1 with err: IPK_EXIT_UNAVAILABLE when no answer came within timeout
- * seconds (timers that do not run), IPK_EXIT_FAIL when the guest refused
- * or its counter went back from first's. */
+ * -1 with err IPK_EXIT_FAIL: no answer within timeout seconds (its timers
+ * do not run), the guest refused, or its counter went back from first's. */
 int ipk_guest_timer(const char *sock, double timeout, unsigned ms, const struct ipk_guest_answer *first,
 		    struct ipk_guest_answer *later, struct ipk_err *err);
 
