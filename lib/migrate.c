@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <math.h>
 #include <stdio.h>
@@ -542,6 +543,24 @@ static int verify_source(struct run *r, struct ipk_err *err)
 	return ipk_guest_timer(o->source_sock, GUEST_TIMER_LIMIT, GUEST_TIMER_MS, &a1, &a2, err);
 }
 
+/* The rollback could not bring the session back safely: record where it
+ * is, append "; " and the reason (printf-style) to err's message, and make
+ * it IPK_EXIT_SOFTWARE. */
+static void rollback_fail(struct ipk_migrate_result *res, struct ipk_err *err, const char *where, const char *fmt, ...)
+{
+	char why[700];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	res->rollback_failed = 1;
+	snprintf(res->where, sizeof(res->where), "%s", where);
+	char m[sizeof(err->msg)];
+	snprintf(m, sizeof(m), "%.300s; %s", err->msg, why);
+	snprintf(err->msg, sizeof(err->msg), "%s", m);
+	err->code = IPK_EXIT_SOFTWARE;
+}
+
 static void rollback(struct run *r, struct ipk_err *err)
 {
 	struct ipk_migrate_result *res = r->res;
@@ -572,15 +591,10 @@ static void rollback(struct run *r, struct ipk_err *err)
 				res->seconds[IPK_MIG_ROLLBACK] = ipk_mono() - t0;
 				return;
 			}
-			res->rollback_failed = 1;
-			snprintf(res->where, sizeof(res->where), "target");
-			char m[sizeof(err->msg)];
-			snprintf(m, sizeof(m),
-				 "%.500s; not rolled back: migrating it back failed (%.300s); only the target holds the guest's "
-				 "state, it stays there unverified",
-				 err->msg, why);
-			snprintf(err->msg, sizeof(err->msg), "%s", m);
-			err->code = IPK_EXIT_SOFTWARE;
+			rollback_fail(res, err, "target",
+				      "not rolled back: migrating it back failed (%.300s); only the target holds the guest's "
+				      "state, it stays there unverified",
+				      why);
 			return;
 		}
 		/* libvirt's failed migration leaves the guest on the source */
@@ -630,13 +644,8 @@ static void rollback(struct run *r, struct ipk_err *err)
 	}
 	if (!b_clean) {
 		/* B may still run it: two copies are worse than a stopped one. */
-		res->rollback_failed = 1;
-		snprintf(res->where, sizeof(res->where), "unknown");
-		char m[sizeof(err->msg)];
-		snprintf(m, sizeof(m), "%.500s; rollback stopped: the target may still run the guest, its image is '%.300s'",
-			 err->msg, res->image);
-		snprintf(err->msg, sizeof(err->msg), "%s", m);
-		err->code = IPK_EXIT_SOFTWARE;
+		rollback_fail(res, err, "unknown", "rollback stopped: the target may still run the guest, its image is '%.300s'",
+			      res->image);
 		return;
 	}
 	double t0 = ipk_mono();
@@ -646,15 +655,10 @@ static void rollback(struct run *r, struct ipk_err *err)
 		if (r->o->source_sock && verify_source(r, &ve) < 0) {
 			/* the image restored but the guest in it does not pass:
 			 * "runs on the source" would be a claim nobody checked */
-			res->rollback_failed = 1;
-			snprintf(res->where, sizeof(res->where), "source-unverified");
-			char m[sizeof(err->msg)];
-			snprintf(m, sizeof(m),
-				 "%.400s; rollback failed: the guest restored on the source does not pass verification "
-				 "(%.300s); its image '%.200s' is kept",
-				 err->msg, ve.msg, res->image);
-			snprintf(err->msg, sizeof(err->msg), "%s", m);
-			err->code = IPK_EXIT_SOFTWARE;
+			rollback_fail(res, err, "source-unverified",
+				      "rollback failed: the guest restored on the source does not pass verification (%.300s); "
+				      "its image '%.200s' is kept",
+				      ve.msg, res->image);
 			res->seconds[IPK_MIG_ROLLBACK] = ipk_mono() - t0;
 			return;
 		}
@@ -663,13 +667,9 @@ static void rollback(struct run *r, struct ipk_err *err)
 		if (!r->o->keep)
 			unlink(res->image);
 	} else {
-		res->rollback_failed = 1;
-		snprintf(res->where, sizeof(res->where), "source-image");
-		char m[sizeof(err->msg)];
-		snprintf(m, sizeof(m), "%.400s; rollback failed: restore '%.300s' on the source: %.200s (the session is in that image)",
-			 err->msg, res->image, lv_errtext());
-		snprintf(err->msg, sizeof(err->msg), "%s", m);
-		err->code = IPK_EXIT_SOFTWARE;
+		rollback_fail(res, err, "source-image",
+			      "rollback failed: restore '%.300s' on the source: %.200s (the session is in that image)", res->image,
+			      lv_errtext());
 	}
 	res->seconds[IPK_MIG_ROLLBACK] = ipk_mono() - t0;
 }

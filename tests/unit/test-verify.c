@@ -69,6 +69,19 @@ static void stop_guest(pid_t pid)
 	waitpid(pid, NULL, 0);
 }
 
+/* Start a stand-in of kind on path, ask "verify", then the timer check
+ * with limit seconds; stop it. Returns the first failure's rc (err set). */
+static int ask_stand_in(const char *path, enum guest_kind kind, double limit, struct ipk_err *err)
+{
+	struct ipk_guest_answer a1, a2;
+	memset(err, 0, sizeof(*err));
+	pid_t g = fake_guest(path, kind);
+	int rc = ipk_guest_verify(path, 5, &a1, err);
+	rc = rc ? rc : ipk_guest_timer(path, limit, 50, &a1, &a2, err);
+	stop_guest(g);
+	return rc;
+}
+
 static void check_timer(void)
 {
 	char path[108];
@@ -87,32 +100,20 @@ static void check_timer(void)
 	CHECK("timer check: the checksum is kept", !strcmp(a2.checksum, "00ff"));
 	stop_guest(g);
 
-	g = fake_guest(path, GUEST_NO_TIMER);
-	memset(&err, 0, sizeof(err));
-	rc = ipk_guest_verify(path, 5, &a1, &err);
 	t0 = ipk_mono();
-	rc = rc ? rc : ipk_guest_timer(path, 0.5, 50, &a1, &a2, &err);
+	rc = ask_stand_in(path, GUEST_NO_TIMER, 0.5, &err);
 	took = ipk_mono() - t0;
 	CHECK("timers that do not run: a failed verification after the limit",
 	      rc < 0 && err.code == IPK_EXIT_FAIL && took >= 0.5 && took < 3);
 	CHECK("timers that do not run: the message says which check", strstr(err.msg, "timer check of guest") != NULL);
-	stop_guest(g);
 
-	g = fake_guest(path, GUEST_REFUSES);
-	memset(&err, 0, sizeof(err));
-	rc = ipk_guest_verify(path, 5, &a1, &err);
-	rc = rc ? rc : ipk_guest_timer(path, 3, 50, &a1, &a2, &err);
+	rc = ask_stand_in(path, GUEST_REFUSES, 3, &err);
 	CHECK("guest that refuses the timer: FAIL naming its answer",
 	      rc < 0 && err.code == IPK_EXIT_FAIL && strstr(err.msg, "unknown-command"));
-	stop_guest(g);
 
-	g = fake_guest(path, GUEST_GOES_BACK);
-	memset(&err, 0, sizeof(err));
-	rc = ipk_guest_verify(path, 5, &a1, &err);
-	rc = rc ? rc : ipk_guest_timer(path, 3, 50, &a1, &a2, &err);
+	rc = ask_stand_in(path, GUEST_GOES_BACK, 3, &err);
 	CHECK("guest whose counter went back: FAIL",
 	      rc < 0 && err.code == IPK_EXIT_FAIL && strstr(err.msg, "went back from 7 to 2"));
-	stop_guest(g);
 	unlink(path);
 }
 
