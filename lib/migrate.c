@@ -23,6 +23,7 @@
 #include "image.h"
 #include "migrate.h"
 #include "qemusave.h"
+#include "snapshot.h"
 #include "verify.h"
 
 static const char *const phase_names[IPK_MIG_NPHASES] = {
@@ -460,6 +461,16 @@ void ipk_url_host(const char *u, char *out, size_t n)
 	snprintf(out, n, "%.*s", (int)(end - p), p);
 }
 
+/* Whether to capture (or migrate) domain d of connection c live, by
+ * o->capture; why gets the reason when a live capture cannot be trusted
+ * there, "" otherwise. */
+static int capture_live(const struct ipk_migrate_opts *o, virConnectPtr c, virDomainPtr d, char *why, size_t n)
+{
+	if (ipk_live_capture_domain(c, d, why, n))
+		return why[0] = 0, o->capture != IPK_CAPTURE_SAVE;
+	return o->capture == IPK_CAPTURE_LIVE;
+}
+
 /* Engine libvirt, verification failed on B after libvirt moved the guest:
  * live-migrate it back (B's libvirtd connects to A's URI, the data goes to
  * A's host), undefining it on B when it was not defined there before.
@@ -491,7 +502,10 @@ static int native_back(struct run *r, char *why, size_t n)
 	int v6 = strchr(host, ':') != NULL; /* an IPv6 address goes in brackets */
 	snprintf(duri, sizeof(duri), "tcp://%s%s%s", v6 ? "[" : "", host, v6 ? "]" : "");
 	virTypedParamsAddString(&params, &np, &maxp, VIR_MIGRATE_PARAM_URI, duri);
-	unsigned long flags = VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST;
+	char untrusted[200];
+	unsigned long flags = VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST;
+	if (capture_live(o, b, d, untrusted, sizeof(untrusted)))
+		flags |= VIR_MIGRATE_LIVE;
 	if (!r->b_defined)
 		flags |= VIR_MIGRATE_UNDEFINE_SOURCE;
 	if (virDomainMigrateToURI3(d, o->source_uri, params, (unsigned)np, flags) < 0)
@@ -719,7 +733,7 @@ static int capture_final(struct run *r, struct ipk_err *err)
 {
 	const struct ipk_migrate_opts *o = r->o;
 	struct ipk_migrate_result *res = r->res;
-	if (!o->capture_live) {
+	if (!res->capture_live) {
 		r->t_stop = ipk_mono();
 		if (virDomainSaveFlags(r->dom, res->image, NULL, 0) < 0)
 			return ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "capture '%s' to '%s': %s", o->domain, res->image,
@@ -926,7 +940,9 @@ static int native_move(struct run *r, struct ipk_err *err)
 	const struct ipk_migrate_opts *o = r->o;
 	virTypedParameterPtr params = NULL;
 	int np = 0, maxp = 0;
-	unsigned long flags = VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST;
+	unsigned long flags = VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST;
+	if (r->res->capture_live)
+		flags |= VIR_MIGRATE_LIVE;
 	if (o->native_uri)
 		virTypedParamsAddString(&params, &np, &maxp, VIR_MIGRATE_PARAM_URI, o->native_uri);
 	if (o->compressed)
@@ -994,6 +1010,8 @@ int ipk_migrate(struct ipk_transport *t, const struct ipk_migrate_opts *o, struc
 		goto fail;
 	}
 	res->counter_before = before->counter;
+	if (!o->precopy) /* the pre-copy is always live (enum ipk_capture_mode) */
+		res->capture_live = capture_live(o, r.a, r.dom, res->capture_why, sizeof(res->capture_why));
 
 	if (o->engine == IPK_ENGINE_LIBVIRT) {
 		res->downtime = NAN; /* unless libvirt reports it */

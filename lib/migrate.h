@@ -6,9 +6,9 @@
  * as a TCP listener) executes its requests over a struct ipk_transport:
  *
  *   PRECHECK   source running on A, target answers, domain not active on B
- *   CAPTURE    final image of the guest on A (virDomainSaveFlags, or with
- *              capture_live a live external memory snapshot that halts the
- *              guest at its end): the guest stops; its whole state is A's
+ *   CAPTURE    final image of the guest on A (virDomainSaveFlags, or a
+ *              live external memory snapshot that halts the guest at its
+ *              end, see ipk_capture_mode): the guest stops; its whole state is A's
  *              image file (the "suspend")
  *   TRANSFER   with a base pre-copied to B: a delta against it, encoded
  *              straight into the stream (streamed restore, the default when
@@ -77,6 +77,13 @@ const char *ipk_mig_phase_name(int phase);
 
 enum ipk_mig_engine { IPK_ENGINE_SAVE = 0, IPK_ENGINE_LIBVIRT = 1 };
 
+/* The final image (engine libvirt: the migration): AUTO is live unless
+ * ipk_live_capture_domain (snapshot.h) says the source cannot be trusted
+ * with one, then SAVE (engine libvirt: a migration with the guest paused
+ * throughout); LIVE and SAVE force it. A pre-copy is always live: the delta
+ * compares page contents, so a stale page in the base only costs bytes. */
+enum ipk_capture_mode { IPK_CAPTURE_AUTO = 0, IPK_CAPTURE_LIVE = 1, IPK_CAPTURE_SAVE = 2 };
+
 /* Called when a phase starts (and with IPK_MIG_ROLLBACK when rolling
  * back); a non-zero return fails the phase (err may be filled). */
 typedef int (*ipk_mig_hook)(void *ctx, int phase, struct ipk_err *err);
@@ -96,7 +103,7 @@ struct ipk_migrate_opts {
 	int keep;                 /* keep A's final image after success */
 	int precopy;              /* only pre-copy: live image to B as the base of a later delta */
 	int no_delta;             /* send the full image even when B holds the base */
-	int capture_live;         /* final image by a live snapshot that halts the guest at its end */
+	int capture;              /* enum ipk_capture_mode: how the final image is taken */
 	int no_stream;            /* delta: B writes the rebuilt image to a file, then restores it
 				   * (default: B applies the delta into a FIFO libvirt restores from) */
 	int engine;               /* enum ipk_mig_engine */
@@ -110,6 +117,9 @@ struct ipk_migrate_opts {
 
 struct ipk_migrate_result {
 	int phase;                /* the phase reached (failed in, or IPK_MIG_DONE) */
+	int capture_live;         /* 1: the final image was a live capture (engine libvirt: a live migration) */
+	char capture_why[200];    /* when a live capture cannot be trusted on the source: why
+				   * (ipk_live_capture_trusted, snapshot.h); "" otherwise */
 	int rolled_back;          /* 1: the session runs on A again */
 	int rollback_failed;      /* 1: it could not be restarted on A (see where) */
 	int full_image;           /* 1: the full image was sent (no pre-copied base) */

@@ -104,6 +104,97 @@ out:
 	return rc;
 }
 
+/* The value of attribute name in the first tag called tag ("<domain",
+ * "<type") of xml, into out; "" when absent. */
+static void xml_attr(const char *xml, const char *tag, const char *name, char *out, size_t n)
+{
+	out[0] = 0;
+	const char *t = xml;
+	size_t tl = strlen(tag);
+	while ((t = strstr(t, tag)) && t[tl] != ' ' && t[tl] != '>')
+		t += tl;
+	if (!t)
+		return;
+	const char *end = strchr(t, '>');
+	size_t nl = strlen(name);
+	for (const char *a = t + tl; end && a < end; a++) {
+		if (a[-1] == ' ' && !strncmp(a, name, nl) && a[nl] == '=' && (a[nl + 1] == '\'' || a[nl + 1] == '"')) {
+			const char *v = a + nl + 2, *q = strchr(v, a[nl + 1]);
+			if (q && q < end)
+				snprintf(out, n, "%.*s", (int)(q - v), v);
+			return;
+		}
+	}
+}
+
+int ipk_live_capture_trusted(unsigned long long hv_version, const char *domain_xml, char *why, size_t n)
+{
+	char type[32], machine[64];
+	xml_attr(domain_xml, "<domain", "type", type, sizeof(type));
+	xml_attr(domain_xml, "<type", "machine", machine, sizeof(machine));
+	if (strcmp(type, "qemu") != 0) {
+		snprintf(why, n, "domain type '%s', not QEMU's TCG", type);
+		return 1;
+	}
+	/* versioned machine types end in -MAJOR.MINOR (pc-i440fx-7.2, pc-q35-10.0) */
+	unsigned long long mver = 0;
+	const char *dash = strrchr(machine, '-');
+	unsigned maj, min;
+	char tail;
+	if (dash && sscanf(dash + 1, "%u.%u%c", &maj, &min, &tail) == 2)
+		mver = maj * 1000000ULL + min * 1000ULL;
+	unsigned long long v = hv_version > mver ? hv_version : mver;
+	if (v >= 9000000ULL) {
+		snprintf(why, n, "QEMU %llu.%llu under TCG tracks dirty pages correctly (9.0 or later)", v / 1000000,
+			 v / 1000 % 1000);
+		return 1;
+	}
+	if (v)
+		snprintf(why, n,
+			 "QEMU %llu.%llu.%llu under TCG loses guest writes during a live capture (fixed in QEMU 9.0, "
+			 "commit 03bfc2188f)",
+			 v / 1000000, v / 1000 % 1000, v % 1000);
+	else
+		snprintf(why, n, "QEMU of unknown version under TCG may lose guest writes during a live capture "
+				 "(fixed in QEMU 9.0, commit 03bfc2188f)");
+	return 0;
+}
+
+int ipk_live_capture_domain(virConnectPtr c, virDomainPtr d, char *why, size_t n)
+{
+	unsigned long hv = 0;
+	if (virConnectGetVersion(c, &hv) < 0)
+		hv = 0;
+	char *xml = virDomainGetXMLDesc(d, 0);
+	if (!xml) {
+		snprintf(why, n, "cannot read the domain's XML: %s", lv_msg());
+		return 0;
+	}
+	int ok = ipk_live_capture_trusted(hv, xml, why, n);
+	free(xml);
+	return ok;
+}
+
+int ipk_live_capture_check(const char *uri, const char *domain, char *why, size_t n, struct ipk_err *err)
+{
+	virSetErrorFunc(NULL, quiet);
+	virConnectPtr c = virConnectOpen(uri);
+	if (!c)
+		return ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "connect to libvirt '%s': %s", uri ? uri : "default",
+				   lv_msg());
+	virConnSetErrorFunc(c, NULL, quiet);
+	int rc;
+	virDomainPtr d = virDomainLookupByName(c, domain);
+	if (!d) {
+		rc = ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "find domain '%s': %s", domain, lv_msg());
+	} else {
+		rc = ipk_live_capture_domain(c, d, why, n);
+		virDomainFree(d);
+	}
+	virConnectClose(c);
+	return rc;
+}
+
 /* ---- processes ---------------------------------------------------------- */
 
 #define MAX_THREADS 4096

@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <libvirt/libvirt.h>
+
 #include "ipk.h"
 
 struct ipk_snap_libvirt {
@@ -30,6 +32,33 @@ struct ipk_snap_libvirt {
  * such domain, libvirt refused the snapshot or save; libvirt's message
  * appended), IPK_EXIT_USAGE (path not absolute), IPK_EXIT_OSERR. */
 int ipk_snapshot_libvirt(const struct ipk_snap_libvirt *o, struct ipk_err *err);
+
+/* Can a live capture of this domain be trusted to hold every page the guest
+ * wrote while it ran? A live image (and libvirt's live migration) relies on
+ * QEMU tracking those writes. QEMU before 9.0 under TCG (libvirt domain type
+ * "qemu": no KVM) loses some: its dirty-bitmap sync clears 64 pages at a
+ * time without re-arming TCG's write tracking for them, so a page written
+ * again through a cached TLB entry after it was sent is not sent again
+ * (fixed by QEMU commit 03bfc2188f, "physmem: Fix migration dirty bitmap
+ * coherency with TCG memory access", in 9.0). A guest restored from such an
+ * image can crash. KVM tracks dirty pages in the kernel: not affected.
+ *
+ * ipk_live_capture_trusted decides from what libvirt reports: hv_version is
+ * virConnectGetVersion's (major * 1000000 + minor * 1000 + micro, 0 when
+ * unknown) and domain_xml the domain's XML (its type, and the version of its
+ * machine type, a lower bound on the QEMU actually running it: pc-q35-10.0
+ * exists only from QEMU 10.0 on). Returns 1 when a live image can be
+ * trusted, 0 when not, with the reason (one line) in why (size n). */
+int ipk_live_capture_trusted(unsigned long long hv_version, const char *domain_xml, char *why, size_t n);
+
+/* The same for domain d of connection c, asking libvirt; when libvirt
+ * cannot say, 0 (not trusted) with libvirt's message in why. */
+int ipk_live_capture_domain(virConnectPtr c, virDomainPtr d, char *why, size_t n);
+
+/* The same for a domain on uri (NULL: libvirt's default). Returns 1 or 0 as
+ * above, or -1 with err set (IPK_EXIT_UNAVAILABLE: cannot connect, no such
+ * domain). */
+int ipk_live_capture_check(const char *uri, const char *domain, char *why, size_t n, struct ipk_err *err);
 
 struct ipk_snap_proc_stats {
 	uint64_t pages;      /* pages written */

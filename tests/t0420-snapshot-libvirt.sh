@@ -5,7 +5,8 @@
 # (the guest stops) as an ipkit image. The raw images are parsed and rebuilt
 # byte for byte (test-delta), chained through deltas (snap1 -> snap2 ->
 # final), and the save image reconstructed through that chain is restored:
-# the guest's heartbeat continues from where it stopped.
+# the guest's heartbeat continues from where it stopped. Live snapshots on
+# QEMU before 9.0 under TCG carry a warning (they can miss guest writes).
 . "$(dirname "$0")/lib.sh"
 need_root
 need_cmd ip unshare libvirtd virtlogd virsh qemu-system-x86_64 ip-delta ip-snapshot make gcc cpio gzip
@@ -32,6 +33,15 @@ check "guest starts" "$G" start "$U" "$NAME"
 mkdir -p "$TMP/x"
 check "live snapshot 1, raw" ip-snapshot --connect "$U" --domain "$NAME" --live --raw -o "$TMP/x/s1.save"
 check_grep "snapshot record" '"type":"snapshot".*"source":"libvirt:.*#t0420".*"format":"libvirt-save".*"live":true' "$TMP/.out"
+# QEMU before 9.0 under TCG loses guest writes during a live snapshot: said
+# on standard error and in the record (ipk_live_capture_trusted)
+qmajor=$(qemu-system-x86_64 --version | sed -n '1s/.*version \([0-9][0-9]*\)\..*/\1/p')
+if [ "${qmajor:-0}" -lt 9 ]; then
+	check_grep "live snapshot on QEMU $qmajor under TCG: warned" "may hold stale pages" "$TMP/.err"
+	check_grep "live snapshot on QEMU $qmajor under TCG: record says why" '"capture_untrusted":"QEMU '"$qmajor"'\.' "$TMP/.out"
+else
+	check_eq "live snapshot on QEMU $qmajor: no warning" "" "$(cat "$TMP/.err")"
+fi
 sleep 3
 check "live snapshot 2, ipkit image" ip-snapshot --connect "$U" --domain "$NAME" --live -o "$TMP/x/s2.ipki"
 check_eq "guest still running" running "$(virsh -q -c "$U" domstate "$NAME" 2>/dev/null)"

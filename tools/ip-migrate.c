@@ -50,7 +50,7 @@ static const struct ipk_opt opts[] = {
 	{ "timeout", required_argument, OPT_TIMEOUT, "SECONDS", "a transfer without progress for this long fails (default 30)" },
 	{ "bwlimit", required_argument, OPT_BWLIMIT, "RATE", "send at most RATE bytes/s (suffix K, M, G)" },
 	{ "precopy", no_argument, OPT_PRECOPY, NULL, "only send a live image of the running guest, the base of a later delta" },
-	{ "capture", required_argument, OPT_CAPTURE, "MODE", "final image: live (default: written while the guest runs, halted at the end) or save" },
+	{ "capture", required_argument, OPT_CAPTURE, "MODE", "final image: auto (default: live unless the source's live images miss writes), live (written while the guest runs, halted at the end) or save" },
 	{ "no-delta", no_argument, OPT_NO_DELTA, NULL, "send the full image even when the target holds a pre-copied base" },
 	{ "no-stream", no_argument, OPT_NO_STREAM, NULL, "delta: the target writes the rebuilt image to a file before restoring it (default: restores while it applies)" },
 	{ "address", required_argument, OPT_ADDRESS, "HOST:PORT", "the session's address for clients on the target, put in migration records ({host}: the target's host)" },
@@ -93,6 +93,7 @@ struct conf {
 	uint64_t corrupt_after;
 	const char *hook; /* test hook "PHASE:COMMAND" */
 	struct ipk_cli_pairs map; /* --map SESSION=DOMAIN */
+	int told_capture;          /* the capture_why notice was given */
 };
 
 /* ---- connections -------------------------------------------------------- */
@@ -364,8 +365,10 @@ static cJSON *migration_record(const struct conf *c, const char *session, const 
 			cJSON_AddNumberToObject(s, ipk_mig_phase_name(shown[i]), round(r->seconds[shown[i]] * 1e3) / 1e3);
 	if (s && !r->full_image && c->mo.engine != IPK_ENGINE_LIBVIRT)
 		cJSON_AddNumberToObject(s, "delta", round(r->t_delta * 1e3) / 1e3);
-	if (c->mo.engine != IPK_ENGINE_LIBVIRT && !c->mo.precopy)
-		cJSON_AddStringToObject(j, "capture", c->mo.capture_live ? "live" : "save");
+	if (!c->mo.precopy && r->phase > IPK_MIG_PRECHECK)
+		cJSON_AddStringToObject(j, "capture", r->capture_live ? "live" : c->mo.engine == IPK_ENGINE_LIBVIRT ? "paused" : "save");
+	if (!c->mo.precopy && r->capture_why[0])
+		cJSON_AddStringToObject(j, "capture_untrusted", r->capture_why);
 	if (s && (r->target_apply > 0 || r->target_restore > 0)) {
 		/* as the target measured them; with "streamed" they overlap */
 		cJSON *ts = cJSON_AddObjectToObject(j, "target_seconds");
@@ -465,6 +468,14 @@ static int migrate_one(struct conf *c, const char *session, const char *domain, 
 		rc = ipk_migrate(t, &mo, &r, err);
 	ipk_transport_free(t);
 	reap(child);
+	if (r.capture_why[0] && !mo.precopy && !c->told_capture) {
+		c->told_capture = 1;
+		if (r.capture_live)
+			ipk_warn(c->cli, "'%s': live capture forced although %s", domain, r.capture_why);
+		else if (mo.capture == IPK_CAPTURE_AUTO)
+			ipk_warn(c->cli, "'%s': %s: the guest is paused while its final image is written (--capture live forces a live one)",
+				 domain, r.capture_why);
+	}
 	if (rc == 0 && mo.precopy) {
 		ipk_info(c->cli, "'%s': live image (base %s, %llu bytes) now on %s; the guest runs on the source", domain,
 			 r.base_id, (unsigned long long)r.image_bytes, c->to);
@@ -721,7 +732,6 @@ static int cmd_migrate(int argc, char **argv)
 	struct ipk_writer out;
 
 	c.mo.verify_timeout = 30;
-	c.mo.capture_live = 1;
 	c.mo.verify_gpu = IPK_GPUCHECK_AUTO;
 	if (ipk_cli_init(&cli, &prog, argc, argv) < 0) {
 		status = ipk_fail(&cli, &cli.err);
@@ -759,12 +769,14 @@ static int cmd_migrate(int argc, char **argv)
 		case OPT_NO_STREAM: c.mo.no_stream = 1; break;
 		case OPT_ADDRESS: c.address_t = a; break;
 		case OPT_CAPTURE:
-			if (!strcmp(a, "live"))
-				c.mo.capture_live = 1;
+			if (!strcmp(a, "auto"))
+				c.mo.capture = IPK_CAPTURE_AUTO;
+			else if (!strcmp(a, "live"))
+				c.mo.capture = IPK_CAPTURE_LIVE;
 			else if (!strcmp(a, "save"))
-				c.mo.capture_live = 0;
+				c.mo.capture = IPK_CAPTURE_SAVE;
 			else
-				bad = ipk_cli_usage_error(&cli, "invalid --capture '%s' (live or save)", a);
+				bad = ipk_cli_usage_error(&cli, "invalid --capture '%s' (auto, live or save)", a);
 			break;
 		case OPT_ENGINE:
 			if (!strcmp(a, "save"))

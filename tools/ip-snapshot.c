@@ -237,6 +237,7 @@ static int cmd_snapshot(int argc, char **argv)
 	double t0 = ipk_mono(), t_capture = 0;
 	struct ipk_snap_proc_stats ps = { 0 };
 	char source[1024];
+	char untrusted[200] = ""; /* --live where live images can miss writes: why */
 	if (domain) {
 		/* libvirt writes the save image: at --output with --raw, else in a
 		 * fresh directory beside the output (or in TMPDIR for stdout). */
@@ -261,8 +262,14 @@ static int cmd_snapshot(int argc, char **argv)
 			img = tmpimg;
 		}
 		struct ipk_snap_libvirt so = { .uri = uri, .domain = domain, .path = img, .live = live };
-		if (ipk_snapshot_libvirt(&so, &err) < 0)
+		int trusted = live ? ipk_live_capture_check(uri, domain, untrusted, sizeof(untrusted), &err) : 1;
+		if (trusted < 0 || ipk_snapshot_libvirt(&so, &err) < 0)
 			goto fail;
+		if (trusted)
+			untrusted[0] = 0;
+		else
+			ipk_warn(&cli, "'%s': %s: this image may hold stale pages; use it as a delta base "
+				       "(ip-migrate --precopy), not to restore the guest from", domain, untrusted);
 		t_capture = ipk_mono() - t0;
 		ipk_info(&cli, "libvirt wrote %s in %.3f s", img, t_capture);
 		snprintf(source, sizeof(source), "libvirt:%s#%s", uri ? uri : "", domain);
@@ -331,6 +338,8 @@ static int cmd_snapshot(int argc, char **argv)
 	cJSON *o = snapshot_record(m, output, source, session);
 	if (domain)
 		cJSON_AddBoolToObject(o, "live", live);
+	if (untrusted[0])
+		cJSON_AddStringToObject(o, "capture_untrusted", untrusted);
 	size_t rawlen;
 	ipk_memimg_bytes(m, &rawlen);
 	cJSON_AddNumberToObject(o, "image_bytes", raw ? (double)rawlen : (double)st.bytes_out);
