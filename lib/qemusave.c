@@ -15,6 +15,7 @@ enum {
 	SEC_END = 0x03,
 	SEC_FULL = 0x04,
 	SEC_CONFIGURATION = 0x07,
+	SEC_COMMAND = 0x08,
 	SEC_FOOTER = 0x7e,
 };
 
@@ -310,6 +311,17 @@ int ipk_qemusave_parse(struct ipk_memimg *m, struct ipk_err *err)
 				break; /* another iterative device: not interpreted */
 			ps.pos += 5;
 			ram_done = t == SEC_END;
+		} else if (t == SEC_COMMAND && have_ram) {
+			/* be16 command, be16 length, data: QEMU 10 puts its
+			 * switchover-start (11, no data) between the RAM parts and
+			 * the last one; opaque, and the RAM goes on after it */
+			if (need(&ps, 5) < 0)
+				return -1;
+			size_t l = (size_t)ps.p[ps.pos + 3] << 8 | ps.p[ps.pos + 4];
+			if (need(&ps, 5 + l) < 0)
+				return -1;
+			ps.pos += 5 + l;
+			continue;
 		} else {
 			break;
 		}

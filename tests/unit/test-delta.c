@@ -503,8 +503,10 @@ static void sstr(struct sbuf *s, const char *str)
 }
 
 /* Blocks "pc.ram" (64 pages) and "vga.vram" (8 pages). version changes some
- * page contents; libvirt wraps it in a save header. */
-static struct sbuf make_stream(int version, int libvirt, size_t devstate, int npages)
+ * page contents; libvirt wraps it in a save header; command >= 0 puts a
+ * QEMU_VM_COMMAND of that many data bytes before the last RAM part, as
+ * QEMU 10 does (its switchover-start, command 11, has none). */
+static struct sbuf make_stream_cmd(int version, int libvirt, size_t devstate, int npages, int command)
 {
 	struct sbuf s = { 0 };
 	if (libvirt) {
@@ -532,6 +534,11 @@ static struct sbuf make_stream(int version, int libvirt, size_t devstate, int np
 	sbyte(&s, 0x7e), sbe32(&s, 2);
 	uint8_t page[4096];
 	for (int part = 0; part < 2; part++) {
+		if (part == 1 && command >= 0) {
+			sbyte(&s, 0x08), sbyte(&s, 0), sbyte(&s, 11), sbyte(&s, 0), sbyte(&s, (uint8_t)command);
+			for (int i = 0; i < command; i++)
+				sbyte(&s, 0x03); /* data that looks like a section start */
+		}
 		sbyte(&s, part ? 0x03 : 0x02), sbe32(&s, 2);
 		for (int i = 0; i < npages; i++) {
 			uint16_t fl = (i % 5 == 0) ? 0x02 : 0x08;
@@ -566,6 +573,40 @@ static struct sbuf make_stream(int version, int libvirt, size_t devstate, int np
 	sbyte(&s, 0x7e), sbe32(&s, 3);
 	sbyte(&s, 0x00);
 	return s;
+}
+
+static struct sbuf make_stream(int version, int libvirt, size_t devstate, int npages)
+{
+	return make_stream_cmd(version, libvirt, devstate, npages, -1);
+}
+
+/* QEMU 10's stream: a command between the RAM parts, whose pages must all
+ * be parsed (a parser stopping at the command leaves the last part, all the
+ * pages sent at switchover, to the opaque rest: a delta many times larger). */
+static void test_qemu_command(void)
+{
+	for (int len = 0; len <= 3; len += 3) {
+		struct sbuf a = make_stream_cmd(1, 1, 100, 64, len), b = make_stream_cmd(2, 1, 100, 64, len);
+		struct ipk_memimg *ma = mk(a.p, a.n), *mb = mk(b.p, b.n);
+		char t[128];
+		struct ipk_memimg_stats st = { 0 };
+		if (ma)
+			ipk_memimg_stats(ma, &st);
+		snprintf(t, sizeof(t), "command with %d data bytes between RAM parts: all 82 records parsed", len);
+		CHECK(t, ma && st.records == 64 + 8 + 10 && st.pages == 72);
+		struct ipk_delta_stats ds = { 0 };
+		size_t dl = 0;
+		uint8_t *d = ma && mb ? encode(ma, mb, 2, 0, &dl, &ds) : NULL;
+		snprintf(t, sizeof(t), "command with %d data bytes: only the changed pages are coded", len);
+		CHECK(t, d && ds.pages_zstd == 9);
+		if (len == 0)
+			round_trip("synthetic QEMU 10 stream", a.p, a.n, b.p, b.n);
+		free(d);
+		ipk_memimg_free(ma);
+		ipk_memimg_free(mb);
+		free(a.p);
+		free(b.p);
+	}
 }
 
 static void test_qemu_synthetic(void)
@@ -1579,6 +1620,7 @@ int main(void)
 	test_dict();
 	test_cdc();
 	test_qemu_synthetic();
+	test_qemu_command();
 	test_follow();
 	test_nohash();
 	test_process_dump();
