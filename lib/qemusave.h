@@ -26,7 +26,11 @@
  *    follows the word. The current block carries over from one section to
  *    the next, as in QEMU's loader;
  *  - RAM records come in the ram section's START, PART and END sections,
- *    before device state (FULL sections) and the EOF byte.
+ *    before device state (FULL sections) and the EOF byte;
+ *  - a command record (0x08, be16 command, be16 length, data) may come
+ *    between them: QEMU 10 sends its switchover-start (command 11, no data)
+ *    before the last RAM part; it is kept as opaque bytes.
+ * Also checked against QEMU 10.0 (Debian's bookworm-backports).
  * Compressed save images, XBZRLE, compressed pages, multifd and RDMA records
  * are refused (IPK_EXIT_DATAERR). Anything after the first section that is
  * not part of "ram" is kept as opaque bytes without being interpreted.
