@@ -66,7 +66,7 @@ SLIB_OBJ  := $(patsubst lib/%.c,$(S)/lib/%.o,$(LIB_SRC))
 SBINS     := $(addprefix $(S)/bin/,$(TOOLS))
 SUNITS    := $(patsubst tests/unit/%.c,$(S)/unit/%,$(UNIT_SRC))
 
-.PHONY: all help deps check unit demo bench install uninstall clean guest completions model fuzz
+.PHONY: all help deps check unit demo bench qemu-backports install uninstall clean guest completions model fuzz
 .DELETE_ON_ERROR:
 
 all: $(BINS)
@@ -77,6 +77,7 @@ help:
 	@echo "make check      build with ASan/UBSan and run unit and integration tests"
 	@echo "make demo       run the pipeline end to end in the two-host lab"
 	@echo "make bench      benchmarks against peer tools (prints ratios)"
+	@echo "make qemu-backports  unpack QEMU 10 from bookworm-backports into $(B)/qemu-backports (make bench then runs b0500 on it too)"
 	@echo "make guest      build the lab's test guest (kernel + initramfs)"
 	@echo "make completions regenerate completions/ from the programs' --help"
 	@echo "make model      retrain models/default.ipkm from ../shared/data (seeded, reproducible)"
@@ -164,6 +165,9 @@ demo: deps
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all guest
 	$(Q)IPKIT_BIN=$(CURDIR)/$(B)/bin IPKIT_TOP=$(CURDIR) tests/bench/run.sh $(BENCH)
+
+qemu-backports:
+	$(Q)examples/lab/ipkit-qemu-backports $(B)/qemu-backports
 
 completions: $(BINS)
 	$(Q)completions/generate $(B)/bin $(TOOLS)
