@@ -251,8 +251,9 @@ static const char *get_stage(struct rbuf *b, struct ipk_model_info *in, uint32_t
 	for (int k = 0; k < in->nwin && !b->short_read; k++)
 		for (int i = 0; i <= in->nfeat; i++)
 			in->lr_w[k][i] = get_f64(b);
-	/* version 2: the first six inputs, no histogram (weight 0 on it) */
-	const uint32_t want = ver == 2 ? 6 : IPK_MODEL_STACK_IN;
+	/* versions 2 and 3: the first six or seven inputs (weight 0 on the
+	 * others), version 2 without the histogram */
+	const uint32_t want = ver == 2 ? 6 : ver == 3 ? 7 : IPK_MODEL_STACK_IN;
 	uint32_t ns = get_u32(b);
 	if (!b->short_read && ns != want)
 		return "bad output stage: stacking size is not this build's";
@@ -311,7 +312,7 @@ struct ipk_model *ipk_model_decode(const unsigned char *buf, size_t len, const c
 		return BAD("read model '%s': format version 1 is no longer supported (this build reads versions 2 to "
 			   "%d, which add the stacked output stage); retrain it with ip-train",
 			   name, IPK_MODEL_VERSION);
-	if (ver != 2 && ver != IPK_MODEL_VERSION)
+	if (ver < 2 || ver > IPK_MODEL_VERSION)
 		return BAD("read model '%s': format version %" PRIu32 " is not supported (this build reads versions 2 "
 			   "to %d)",
 			   name, ver, IPK_MODEL_VERSION);
@@ -402,8 +403,9 @@ struct ipk_model *ipk_model_decode(const unsigned char *buf, size_t len, const c
 			} else {
 				ipk_lstm_sync(net);
 				m = ipk_model_new(in, net, err);
-				/* the id names the file read: a version 2 file
-				 * re-encodes as version 3, with another checksum */
+				/* the id names the file read: an older file
+				 * re-encodes as the current version, with another
+				 * checksum */
 				if (m && ver != IPK_MODEL_VERSION)
 					snprintf(m->id, sizeof(m->id), "%s-%08" PRIx32, m->info.name, (uint32_t)(want >> 32));
 			}
@@ -490,14 +492,18 @@ double ipk_model_gaps_score(const struct ipk_model_gaps *gp, double idle, double
 
 void ipk_model_stack_inputs(double q, double r, double h, double idle, double early_idle, float *z)
 {
-	double lq = clamp_logit(q), lr = clamp_logit(r), e = idle <= early_idle ? 1 : 0;
+	double lq = clamp_logit(q), lr = clamp_logit(r), lh = clamp_logit(h), e = idle <= early_idle ? 1 : 0;
+	double l = log1p(idle > 0 ? idle : 0);
 	z[0] = (float)lq;
 	z[1] = (float)lr;
-	z[2] = (float)log1p(idle > 0 ? idle : 0);
+	z[2] = (float)l;
 	z[3] = (float)e;
 	z[4] = (float)(e * lq);
 	z[5] = (float)(e * lr);
-	z[6] = (float)clamp_logit(h);
+	z[6] = (float)lh;
+	z[7] = (float)(l * lq);
+	z[8] = (float)(l * lr);
+	z[9] = (float)(e * lh);
 }
 
 void ipk_model_output(const struct ipk_model *m, const float *x, double idle, const float *q, float *p)

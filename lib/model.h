@@ -2,10 +2,10 @@
  * around it (prediction windows, thresholds, the feature list and its
  * normalisation), stored in a versioned, checksummed, portable file.
  *
- * File format, version 3 (all integers and floats little-endian, floats
+ * File format, version 4 (all integers and floats little-endian, floats
  * IEEE-754; byte offsets from the start):
  *   0   8  magic "IPKMODEL"
- *   8   4  u32 format version (3)
+ *   8   4  u32 format version (4)
  *   12  8  u64 total file length in bytes, checksum included
  *   20  .. u32 n_in, hidden, layers, n_out
  *          n_out x f64 window (seconds), n_out x f64 threshold (0..1)
@@ -24,19 +24,21 @@
  *          ascending and > 0; u64 number of gaps of that length, >= 1): the
  *          idle-gap histogram
  *   end-8  u64 XXH64 (seed 0) of every byte before it
- * Version 2 (6 stacking inputs, no gap histogram) is still read: its
- * stacking weights are those of version 3 with weight 0 on the histogram's
- * input, so it predicts exactly as before. Version 1 (no output stage) is
- * refused with a message saying to retrain.
+ * Versions 2 (6 stacking inputs, no gap histogram) and 3 (7 inputs) are
+ * still read: their stacking weights are those of version 4 with weight 0
+ * on the inputs they lack, so they predict exactly as before. Version 1 (no
+ * output stage) is refused with a message saying to retrain.
  *
  * Stacked output of window k (ipk_model_output): with x the normalised
  * features, q the network's output, r = sigmoid(lr_w[k] . x + lr_w[k][nlr])
  * (a logistic regression on the features), h the gap histogram's
  * probability of no input within the window (ipk_model_gaps_score), e = 1
- * when idle <= early_idle else 0, and z = (logit q, logit r, log1p(idle),
- * e, e logit q, e logit r, logit h) (logits of values clamped to
- * 1e-6..1-1e-6), the probability is sigmoid(stack_w[k] . z +
- * stack_w[k][nstack]). ip-train fits lr_w and the histogram on the
+ * when idle <= early_idle else 0, l = log1p(idle) and z = (logit q,
+ * logit r, l, e, e logit q, e logit r, logit h, l logit q, l logit r,
+ * e logit h) (logits of values clamped to 1e-6..1-1e-6), the probability
+ * is sigmoid(stack_w[k] . z + stack_w[k][nstack]). The products with l let
+ * the weights of the network and the regression change with the time
+ * since the last input (version 4). ip-train fits lr_w and the histogram on the
  * training users and stack_w on outputs for users they were not fitted on
  * (validation users, or every user out of fold).
  * The gap histogram: the lengths of the idle gaps (time between two
@@ -61,8 +63,8 @@
 #include "ipk.h"
 #include "lstm.h"
 
-#define IPK_MODEL_VERSION 3
-#define IPK_MODEL_STACK_IN 7
+#define IPK_MODEL_VERSION 4
+#define IPK_MODEL_STACK_IN 10
 #define IPK_MODEL_MAX_GAPS 1024
 #define IPK_MODEL_MAX_FEAT 256
 #define IPK_MODEL_FEAT_NAME 32

@@ -3,7 +3,8 @@
 # byte for byte for a seed (checked on a small subset of the data, two runs,
 # different thread counts, cross-fitted by user); the shipped default
 # model loads, is cross-fitted over six users (15 and 21 held out), stacked
-# with the idle-gap histogram (format version 3) and predicts.
+# with the idle-gap histogram and its products (format version 4) and
+# predicts.
 . "$(dirname "$0")/lib.sh"
 need_cmd ip-collect ip-train ip-predict make
 
@@ -36,7 +37,7 @@ if [ -f "$m" ]; then
 {"type":"sample","v":1,"ts":2,"session":"a","interval":1,"user":"x","events":0}
 {"type":"sample","v":1,"ts":3,"session":"a","interval":1,"user":"x","events":0}
 J
-	check_eq "the shipped default model is of format version 3" "IPKMODEL 03 00 00 00" \
+	check_eq "the shipped default model is of format version 4" "IPKMODEL 04 00 00 00" \
 		"$(head -c 8 "$m") $(od -An -tx1 -j8 -N4 "$m" | tr -s ' ' | sed 's/^ //')"
 	check "the shipped default model loads and predicts" ip-predict -v -m "$m" "$TMP/s.jsonl"
 	check_eq "one prediction per sample" 3 "$(grep -c '"type":"prediction"' "$TMP/.out")"

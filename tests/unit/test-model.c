@@ -3,8 +3,8 @@
  * message to retrain), of bad magic, of junk after the end and of a
  * well-checksummed file with bad sizes; the same for a model with the
  * stacked output stage and its gap histogram, whose output is checked
- * against a hand computation; a version 2 file (no histogram) read as
- * before; the histogram's fit when lengths must be rounded; and the
+ * against a hand computation; version 2 (no histogram) and version 3
+ * files (seven stacking inputs) read as before; the histogram's fit when lengths must be rounded; and the
  * stacking fit on a synthetic miscalibrated score: monotone, and a lower
  * Brier score than the score itself. */
 #define _GNU_SOURCE
@@ -108,51 +108,63 @@ static void reseal(unsigned char *buf, size_t len)
 		buf[len - 8 + i] = (unsigned char)(h >> (8 * i));
 }
 
-/* A version 2 file made from m's version 3 bytes: version 2, the six
- * first stacking weights and the intercept of each window, no histogram.
- * It reads as m with weight 0 on the histogram's input, and predicts so. */
-static void read_version2(const struct ipk_model *m, const unsigned char *buf, size_t len, size_t gapsec)
+/* A version 2 or 3 file made from m's current bytes: that version, the
+ * first six (2) or seven (3) stacking weights and the intercept of each
+ * window, the histogram only in version 3. It reads as m with weight 0 on
+ * the inputs it lacks, and predicts so. */
+static void read_older(const struct ipk_model *m, const unsigned char *buf, size_t len, size_t gapsec, int ver)
 {
 	struct ipk_err err = { 0 };
 	const struct ipk_model_info *in = ipk_model_info(m);
-	const size_t S = IPK_MODEL_STACK_IN, W = (size_t)in->nwin;
+	const size_t S = IPK_MODEL_STACK_IN, W = (size_t)in->nwin, ns = ver == 2 ? 6 : 7;
 	size_t ws = len - 8 - gapsec - W * (S + 1) * 8; /* the first stacking weight */
 	unsigned char *v = malloc(len);
 	size_t n = 0;
+	char what[64];
 	memcpy(v, buf, ws);
 	n = ws;
-	v[ws - 4] = 6; /* nstack */
+	v[ws - 4] = (unsigned char)ns; /* nstack */
 	for (size_t k = 0; k < W; k++) {
-		memcpy(v + n, buf + ws + k * (S + 1) * 8, 6 * 8);
-		n += 6 * 8;
+		memcpy(v + n, buf + ws + k * (S + 1) * 8, ns * 8);
+		n += ns * 8;
 		memcpy(v + n, buf + ws + k * (S + 1) * 8 + S * 8, 8);
 		n += 8;
 	}
+	if (ver == 3) {
+		memcpy(v + n, buf + len - 8 - gapsec, gapsec);
+		n += gapsec;
+	}
 	n += 8;
-	v[8] = 2;
+	v[8] = (unsigned char)ver;
 	for (int i = 0; i < 8; i++)
 		v[12 + i] = (unsigned char)((uint64_t)n >> (8 * i));
 	reseal(v, n);
-	struct ipk_model *old = ipk_model_decode(v, n, "v2.ipkm", &err);
-	CHECK("a version 2 model is read", old != NULL);
+	struct ipk_model *old = ipk_model_decode(v, n, "old.ipkm", &err);
+	snprintf(what, sizeof(what), "a version %d model is read", ver);
+	CHECK(what, old != NULL);
 	int same = old != NULL;
 	for (size_t k = 0; old && k < W; k++)
 		for (size_t i = 0; i <= S; i++)
-			same &= ipk_model_info(old)->stack_w[k][i] == (i == 6 ? 0 : in->stack_w[k][i]);
-	CHECK("version 2: stacking weights kept, 0 on the histogram's input", same && ipk_model_info(old)->gaps.n == 0);
+			same &= ipk_model_info(old)->stack_w[k][i] == (i >= ns && i < S ? 0 : in->stack_w[k][i]);
+	same &= old && ipk_model_info(old)->gaps.n == (ver == 2 ? 0 : in->gaps.n);
+	snprintf(what, sizeof(what), "version %d: stacking weights kept, 0 on the inputs it lacks", ver);
+	CHECK(what, same);
 	char id[64];
 	snprintf(id, sizeof(id), "lstm-h2-%08x", (unsigned)(XXH64(v, n - 8, 0) >> 32));
-	CHECK("version 2: the id names the file's checksum", old && !strcmp(ipk_model_id(old), id));
+	snprintf(what, sizeof(what), "version %d: the id names the file's checksum", ver);
+	CHECK(what, old && !strcmp(ipk_model_id(old), id));
 	if (old) {
-		/* m with weight 0 on the histogram gives the same output */
+		/* m with weight 0 on those inputs gives the same output */
 		struct ipk_model_info *w0 = malloc(sizeof(*w0));
 		*w0 = *in;
 		for (size_t k = 0; k < W; k++)
-			w0->stack_w[k][6] = 0;
+			for (size_t i = ns; i < S; i++)
+				w0->stack_w[k][i] = 0;
 		float x[3] = { 0.5f, -1, 2 }, q[2] = { 0.3f, 0.8f }, p1[2], p2[2];
 		ipk_model_info_output(w0, x, 7.5, q, p1);
 		ipk_model_output(old, x, 7.5, q, p2);
-		CHECK("version 2: predicts as before", fabsf(p1[0] - p2[0]) < 1e-7f && fabsf(p1[1] - p2[1]) < 1e-7f);
+		snprintf(what, sizeof(what), "version %d: predicts as before", ver);
+		CHECK(what, fabsf(p1[0] - p2[0]) < 1e-7f && fabsf(p1[1] - p2[1]) < 1e-7f);
 		free(w0);
 	}
 	ipk_model_free(old);
@@ -196,7 +208,7 @@ static void file_checks(int stacked)
 	size_t len;
 	CHECK("encode", ipk_model_encode(m, &buf, &len, &err) == 0);
 	CHECK("id is name and checksum", strncmp(ipk_model_id(m), "lstm-h2-", 8) == 0 && strlen(ipk_model_id(m)) == 16);
-	CHECK("magic and little-endian version at the start", !memcmp(buf, "IPKMODEL\3\0\0\0", 12));
+	CHECK("magic and little-endian version at the start", !memcmp(buf, "IPKMODEL\4\0\0\0", 12));
 	struct ipk_model *back = ipk_model_decode(buf, len, "mem", &err);
 	CHECK("decode what was encoded", back != NULL);
 	CHECK("round trip keeps everything", back && same_model(m, back));
@@ -258,10 +270,10 @@ static void file_checks(int stacked)
 
 	unsigned char *v2 = malloc(len);
 	memcpy(v2, buf, len);
-	v2[8] = 4;
+	v2[8] = IPK_MODEL_VERSION + 1;
 	reseal(v2, len);
-	CHECK("another format version refused by name",
-	      !ipk_model_decode(v2, len, "v4", &err) && strstr(err.msg, "format version 4"));
+	CHECK("a newer format version refused by name",
+	      !ipk_model_decode(v2, len, "v5", &err) && strstr(err.msg, "format version 5 is not supported"));
 	memcpy(v2, buf, len);
 	v2[8] = 1;
 	reseal(v2, len);
@@ -320,8 +332,10 @@ static void file_checks(int stacked)
 	memcpy(v2, "GIF89a..", 8);
 	CHECK("not a model: bad magic", !ipk_model_decode(v2, len, "g", &err) && strstr(err.msg, "bad magic"));
 	free(v2);
-	if (stacked)
-		read_version2(m, buf, len, gapsec);
+	if (stacked) {
+		read_older(m, buf, len, gapsec, 2);
+		read_older(m, buf, len, gapsec, 3);
+	}
 	free(buf);
 
 	struct ipk_lstm_shape sh = { .n_in = 4, .hidden = 2, .layers = 1, .n_out = 2 };
@@ -360,8 +374,9 @@ static void stacked_output(void)
 				c1 += GAPS[i] > idles[c] + in->window[k];
 			}
 			double h = (c1 + 0.5) / (c0 + 1), lh = log(h / (1 - h));
-			double z[7] = { lq, lr, log1p(idles[c]), e, e * lq, e * lr, lh }, a = in->stack_w[k][7];
-			for (int i = 0; i < 7; i++)
+			double l = log1p(idles[c]);
+			double z[10] = { lq, lr, l, e, e * lq, e * lr, lh, l * lq, l * lr, e * lh }, a = in->stack_w[k][10];
+			for (int i = 0; i < 10; i++)
 				a += in->stack_w[k][i] * z[i];
 			ok &= fabs(p[k] - sigm(a)) < 1e-5;
 		}
