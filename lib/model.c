@@ -251,9 +251,11 @@ static const char *get_stage(struct rbuf *b, struct ipk_model_info *in, uint32_t
 	for (int k = 0; k < in->nwin && !b->short_read; k++)
 		for (int i = 0; i <= in->nfeat; i++)
 			in->lr_w[k][i] = get_f64(b);
-	/* versions 2 and 3: the first six or seven inputs (weight 0 on the
-	 * others), version 2 without the histogram */
-	const uint32_t want = ver == 2 ? 6 : ver == 3 ? 7 : IPK_MODEL_STACK_IN;
+	/* versions 2 and 3 hold the first six or seven inputs (weight 0 on the
+	 * others), version 2 no histogram */
+	static const uint32_t stack_in_of_version[IPK_MODEL_VERSION + 1] = { [2] = 6, [3] = 7,
+									   [IPK_MODEL_VERSION] = IPK_MODEL_STACK_IN };
+	const uint32_t want = stack_in_of_version[ver];
 	uint32_t ns = get_u32(b);
 	if (!b->short_read && ns != want)
 		return "bad output stage: stacking size is not this build's";

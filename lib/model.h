@@ -36,11 +36,11 @@
  * when idle <= early_idle else 0, l = log1p(idle) and z = (logit q,
  * logit r, l, e, e logit q, e logit r, logit h, l logit q, l logit r,
  * e logit h) (logits of values clamped to 1e-6..1-1e-6), the probability
- * is sigmoid(stack_w[k] . z + stack_w[k][nstack]). The products with l let
- * the weights of the network and the regression change with the time
- * since the last input (version 4). ip-train fits lr_w and the histogram on the
- * training users and stack_w on outputs for users they were not fitted on
- * (validation users, or every user out of fold).
+ * is sigmoid(stack_w[k] . z + stack_w[k][nstack]). The products with l
+ * (version 4) let the weights of the network and the regression change
+ * with the time since the last input. ip-train fits lr_w and the histogram
+ * on the training users and stack_w on outputs for users they were not
+ * fitted on (validation users, or every user out of fold).
  * The gap histogram: the lengths of the idle gaps (time between two
  * consecutive intervals with input) seen in training. With C(x) the number
  * of gaps longer than x, h = (C(idle + W) + 1/2) / (C(idle) + 1): the

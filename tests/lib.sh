@@ -43,6 +43,11 @@ skip_all() { skip "$TEST_NAME" "$1"; exit 0; }
 
 need_root() { [ "$(id -u)" = 0 ] || skip_all "needs root"; }
 need_cmd() { local c; for c in "$@"; do command -v "$c" >/dev/null 2>&1 || skip_all "needs $c"; done; }
+# The major version of the QEMU the lab's guests run on (IPKIT_GUEST_EMULATOR,
+# as examples/guest/ipkit-guest takes it)
+guest_qemu_major() {
+	"${IPKIT_GUEST_EMULATOR:-qemu-system-x86_64}" --version | sed -n '1s/.*version \([0-9][0-9]*\)\..*/\1/p'
+}
 
 # check NAME CMD...: ok when CMD succeeds, else not ok with its stderr tail.
 check() {

@@ -35,7 +35,7 @@ check "live snapshot 1, raw" ip-snapshot --connect "$U" --domain "$NAME" --live 
 check_grep "snapshot record" '"type":"snapshot".*"source":"libvirt:.*#t0420".*"format":"libvirt-save".*"live":true' "$TMP/.out"
 # QEMU before 9.0 under TCG loses guest writes during a live snapshot: said
 # on standard error and in the record (ipk_live_capture_trusted)
-qmajor=$("${IPKIT_GUEST_EMULATOR:-qemu-system-x86_64}" --version | sed -n '1s/.*version \([0-9][0-9]*\)\..*/\1/p')
+qmajor=$(guest_qemu_major)
 if [ "${qmajor:-0}" -lt 9 ]; then
 	check_grep "live snapshot on QEMU $qmajor under TCG: warned" "may hold stale pages" "$TMP/.err"
 	check_grep "live snapshot on QEMU $qmajor under TCG: record says why" '"capture_untrusted":"QEMU '"$qmajor"'\.' "$TMP/.out"

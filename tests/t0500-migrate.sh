@@ -99,7 +99,7 @@ log "tcp 1->2 took $(ms_since "$t") ms"
 check_eq "tcp 1->2: full image, said so" True "$(field full_image)"
 # --capture auto: QEMU before 9.0 under TCG (the lab's guests) loses writes
 # during a live capture, so the final image is saved with the guest paused
-qmajor=$("${IPKIT_GUEST_EMULATOR:-qemu-system-x86_64}" --version | sed -n '1s/.*version \([0-9][0-9]*\)\..*/\1/p')
+qmajor=$(guest_qemu_major)
 if [ "${qmajor:-0}" -lt 9 ]; then
 	check_eq "tcp 1->2: QEMU $qmajor under TCG: final image saved, not live" save "$(field capture)"
 	check_grep "tcp 1->2: the record says why" "under TCG loses guest writes" "$TMP/out"
@@ -350,8 +350,8 @@ check_eq "libvirt engine 2->1: record" "success libvirt" "$(field outcome) $(fie
 check_eq "libvirt engine 2->1: runs on host 1 only" 1 "$(where)"
 if r=$(intact "$U1"); then ok "libvirt engine 2->1: intact on host 1 ($r)"; else fail "libvirt engine 2->1: intact on host 1" "$r"; fi
 # the same decision as for the final image: no live migration on QEMU < 9.0 under TCG
-check_eq "libvirt engine 2->1: migration $([ "${qmajor:-0}" -lt 9 ] && echo paused || echo live) on QEMU $qmajor" \
-	"$([ "${qmajor:-0}" -lt 9 ] && echo paused || echo live)" "$(field capture)"
+native_capture=live; [ "${qmajor:-0}" -lt 9 ] && native_capture=paused
+check_eq "libvirt engine 2->1: migration $native_capture on QEMU $qmajor" "$native_capture" "$(field capture)"
 a=$(field counter_after); b=$(field counter_before)
 [ -n "$a" ] && [ -n "$b" ] && [ "$a" -ge "$b" ] && ok "libvirt engine 2->1: heartbeat continues ($b -> $a)" ||
 	fail "libvirt engine 2->1: heartbeat continues" "'$b' -> '$a'"
