@@ -4,9 +4,10 @@
  * well-checksummed file with bad sizes; the same for a model with the
  * stacked output stage and its gap histogram, whose output is checked
  * against a hand computation; version 2 (no histogram) and version 3
- * files (seven stacking inputs) read as before; the histogram's fit when lengths must be rounded; and the
- * stacking fit on a synthetic miscalibrated score: monotone, and a lower
- * Brier score than the score itself. */
+ * files (seven stacking inputs) read as before; the histogram's fit when
+ * lengths must be rounded; and the stacking fit on a synthetic
+ * miscalibrated score: monotone, and a lower Brier score than the score
+ * itself. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdlib.h>
