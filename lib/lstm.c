@@ -78,9 +78,13 @@ struct ipk_lstm {
 	double *p;
 	/* packed float copy */
 	int hp;                            /* H rounded up to 8 */
-	int gp;                            /* 4 * hp */
+	int gp;                            /* 4 * hp, a multiple of 32 */
 	float *wt[IPK_LSTM_MAX_LAYERS];    /* [in_l + H][gp], gate q of unit u at column q*hp+u */
 	float *bias[IPK_LSTM_MAX_LAYERS];  /* [gp] */
+	/* [gp/32][2] per 32 gate columns (a block of the step), the recurrent
+	 * rows [lo, hi) with a non-zero weight there: a merged ensemble
+	 * (ipk_lstm_merge) is block-diagonal, and a step skips the zeros */
+	int *hrows[IPK_LSTM_MAX_LAYERS];
 	float *wo;                         /* [n_out][H] */
 	float *bo;                         /* [n_out] */
 	step_fn step;
@@ -136,7 +140,8 @@ struct ipk_lstm *ipk_lstm_new(const struct ipk_lstm_shape *shape, struct ipk_err
 	for (int l = 0; l < s->layers; l++) {
 		net->wt[l] = alloc_aligned(sizeof(float) * (size_t)(layer_in(s, l) + H) * net->gp);
 		net->bias[l] = alloc_aligned(sizeof(float) * net->gp);
-		if (!net->wt[l] || !net->bias[l])
+		net->hrows[l] = malloc(sizeof(int) * 2 * (net->gp / 32));
+		if (!net->wt[l] || !net->bias[l] || !net->hrows[l])
 			goto oom;
 	}
 	net->wo = malloc(sizeof(float) * s->n_out * H);
@@ -166,6 +171,7 @@ void ipk_lstm_free(struct ipk_lstm *net)
 	for (int l = 0; l < IPK_LSTM_MAX_LAYERS; l++) {
 		free(net->wt[l]);
 		free(net->bias[l]);
+		free(net->hrows[l]);
 	}
 	free(net->wo);
 	free(net->bo);
@@ -257,6 +263,20 @@ int ipk_lstm_merge(struct ipk_lstm *dst, struct ipk_lstm *const *src, int k, str
 	return 0;
 }
 
+void ipk_lstm_renormalise(struct ipk_lstm *net, const float *from_mean, const float *from_scale, const float *to_mean,
+			  const float *to_scale)
+{
+	int in = net->sh.n_in, G = 4 * net->sh.hidden;
+	double *w = net->p + net->off[0], *b = w + (size_t)G * (in + net->sh.hidden);
+	for (int r = 0; r < G; r++)
+		for (int k = 0; k < in; k++) {
+			double *wk = w + (size_t)r * in + k;
+			b[r] += *wk * ((double)to_mean[k] - from_mean[k]) / from_scale[k];
+			*wk *= (double)to_scale[k] / from_scale[k];
+		}
+	ipk_lstm_sync(net);
+}
+
 void ipk_lstm_sync(struct ipk_lstm *net)
 {
 	int H = net->sh.hidden, hp = net->hp, gp = net->gp;
@@ -274,6 +294,17 @@ void ipk_lstm_sync(struct ipk_lstm *net)
 					net->wt[l][(size_t)(in + k) * gp + col] = (float)whh[(size_t)row * H + k];
 				net->bias[l][col] = (float)b[row];
 			}
+		}
+		for (int blk = 0; blk < gp / 32; blk++) {
+			int lo = H, hi = 0;
+			for (int k = 0; k < H; k++)
+				for (int j = 0; j < 32; j++)
+					if (net->wt[l][(size_t)(in + k) * gp + blk * 32 + j] != 0) {
+						lo = k < lo ? k : lo;
+						hi = k + 1;
+					}
+			net->hrows[l][2 * blk] = hi ? lo : 0;
+			net->hrows[l][2 * blk + 1] = hi;
 		}
 	}
 	const double *wo = net->p + net->off[net->sh.layers];
@@ -373,14 +404,16 @@ ALWAYS_INLINE void v_tanh(v8f *r, const v8f *x)
 	*r = SPLAT(2.0f) / (SPLAT(1.0f) + e) - SPLAT(1.0f);
 }
 
-/* g = bias + Wt^T [a; b]: Wt has gp columns, rows 0..na-1 for a, then nb
- * rows for b. Four vectors of accumulators stay in registers per block. */
-ALWAYS_INLINE void gates(const float *wt, const float *bias, int gp, const float *a, int na, const float *b, int nb,
-			 float *g)
+/* g = bias + Wt^T [a; b]: Wt has gp columns (a multiple of 32), rows
+ * 0..na-1 for a, then rows for b, of which only rows [lo, hi) (brows, per
+ * 32 columns) are non-zero. b (h) is finite, so a skipped term is a zero
+ * and the gates are the dense product's, bit for bit but for the sign of a
+ * zero sum. Four vectors of accumulators stay in registers per block. */
+ALWAYS_INLINE void gates(const float *wt, const float *bias, int gp, const float *a, int na, const float *b,
+			 const int *brows, float *g)
 {
-	int j = 0;
 	v8f s, w0, w1, w2, w3;
-	for (; j + 32 <= gp; j += 32) {
+	for (int j = 0; j < gp; j += 32) {
 		v8f a0, a1, a2, a3;
 		v_load(&a0, bias + j);
 		v_load(&a1, bias + j + 8);
@@ -389,8 +422,8 @@ ALWAYS_INLINE void gates(const float *wt, const float *bias, int gp, const float
 		const float *w = wt + j;
 		for (int pass = 0; pass < 2; pass++) {
 			const float *v = pass ? b : a;
-			int nv = pass ? nb : na;
-			for (int k = 0; k < nv; k++, w += gp) {
+			int k = pass ? brows[2 * (j / 32)] : 0, nv = pass ? brows[2 * (j / 32) + 1] : na;
+			for (w += (size_t)k * gp; k < nv; k++, w += gp) {
 				s = SPLAT(v[k]);
 				v_load(&w0, w);
 				v_load(&w1, w + 8);
@@ -401,26 +434,12 @@ ALWAYS_INLINE void gates(const float *wt, const float *bias, int gp, const float
 				a2 += s * w2;
 				a3 += s * w3;
 			}
+			w = wt + j + (size_t)na * gp;
 		}
 		v_store(g + j, &a0);
 		v_store(g + j + 8, &a1);
 		v_store(g + j + 16, &a2);
 		v_store(g + j + 24, &a3);
-	}
-	for (; j < gp; j += 8) {
-		v8f a0;
-		v_load(&a0, bias + j);
-		const float *w = wt + j;
-		for (int pass = 0; pass < 2; pass++) {
-			const float *v = pass ? b : a;
-			int nv = pass ? nb : na;
-			for (int k = 0; k < nv; k++, w += gp) {
-				s = SPLAT(v[k]);
-				v_load(&w0, w);
-				a0 += s * w0;
-			}
-		}
-		v_store(g + j, &a0);
 	}
 }
 
@@ -437,7 +456,7 @@ ALWAYS_INLINE void step_body(const struct ipk_lstm *net, struct ipk_lstm_state *
 		int nx = nin;
 		for (int l = 0; l < L; l++) {
 			float *h = hs + (size_t)l * hp, *c = cs + (size_t)l * hp;
-			gates(net->wt[l], net->bias[l], gp, in, nx, h, H, g);
+			gates(net->wt[l], net->bias[l], gp, in, nx, h, net->hrows[l], g);
 			for (int u = 0; u < hp; u += 8) {
 				v8f i, f, gg, o, c0, t;
 				v_load(&t, g + u);

@@ -92,10 +92,22 @@ size_t ipk_lstm_offset(const struct ipk_lstm *net, int layer);
  * (block-diagonal weights, zeros elsewhere); the head is the members' heads
  * divided by k, so dst's probability is the sigmoid of the mean of the
  * members' logits. One network, so that a step of the ensemble stays one
- * call on the CPU and one kernel launch on the GPU. dst's parameters are
+ * call on the CPU and one kernel launch on the GPU. The CPU step skips the
+ * zero blocks of the recurrent weights (of any network), so it costs about
+ * k member steps rather than k * k; the GPU step is dense. dst's parameters are
  * overwritten and synced. Returns 0, or -1 with err set (IPK_EXIT_USAGE)
  * when the shapes disagree. */
 int ipk_lstm_merge(struct ipk_lstm *dst, struct ipk_lstm *const *src, int k, struct ipk_err *err);
+
+/* Move a network trained on inputs normalised as (raw - from_mean) /
+ * from_scale onto inputs normalised as (raw - to_mean) / to_scale (n_in
+ * values each): the first layer's input weights W become W * to_scale /
+ * from_scale and its biases gain W * (to_mean - from_mean) / from_scale, so
+ * the network computes what it computed before on any raw input. A missing
+ * input (normalised to 0, the mean) is afterwards imputed at to_mean
+ * instead of from_mean. Calls ipk_lstm_sync(). */
+void ipk_lstm_renormalise(struct ipk_lstm *net, const float *from_mean, const float *from_scale, const float *to_mean,
+			  const float *to_scale);
 
 /* Rebuild the packed float weights from the parameters. */
 void ipk_lstm_sync(struct ipk_lstm *net);

@@ -94,11 +94,12 @@ static double ensemble_epoch(struct ensemble *e, const struct ipk_lstm_seq *seqs
 	return sum / e->k;
 }
 
-/* The model's name: "lstm-h32-l1", or "lstm-3xh32-l1" for an ensemble. */
-static void model_name(const struct ipk_train_opts *o, char *buf, size_t len)
+/* The model's name: "lstm-h32-l1", or "lstm-3xh32-l1" for k = 3 networks
+ * averaged (an ensemble, a fold mean). */
+static void model_name(const struct ipk_train_opts *o, int k, char *buf, size_t len)
 {
-	if (o->ensemble > 1)
-		snprintf(buf, len, "lstm-%dxh%d-l%d", o->ensemble, o->hidden, o->layers);
+	if (k > 1)
+		snprintf(buf, len, "lstm-%dxh%d-l%d", k, o->hidden, o->layers);
 	else
 		snprintf(buf, len, "lstm-h%d-l%d", o->hidden, o->layers);
 }
@@ -364,6 +365,8 @@ struct cfwork {
 	double *fs, *scratch;       /* [users][epochs] fold scores; [n] */
 	float *xr, *yr;             /* [n][F], [n][nwin] training rows */
 	float *z, *ytmp;            /* [n][IPK_MODEL_STACK_IN], [n] */
+	double *fp;                 /* fold mean: [users][epochs][params] the folds' networks */
+	float *fmean, *fscale;      /* [users][F] the folds' normalisations */
 };
 
 static void cfwork_free(struct cfwork *c)
@@ -394,6 +397,9 @@ static void cfwork_free(struct cfwork *c)
 	free(c->yr);
 	free(c->z);
 	free(c->ytmp);
+	free(c->fp);
+	free(c->fmean);
+	free(c->fscale);
 }
 
 /* Fit the normalisation on every series but user f's (f < 0: all) into
@@ -453,6 +459,32 @@ static void cf_predict(const struct ipk_dataset *d, struct cfwork *c, struct ipk
 	}
 }
 
+/* The fold mean (train.h): the folds' networks (of shape sh each) after
+ * epoch be, moved onto the normalisation mean/scale and merged. NULL with
+ * err set. */
+static struct ipk_lstm *fold_mean(const struct cfwork *c, struct ipk_lstm_shape sh, int E, int be, const float *mean,
+				  const float *scale, struct ipk_err *err)
+{
+	const int F = IPK_FEAT_COUNT;
+	struct ipk_lstm *fold[256] = { 0 }, *net = NULL;
+	for (int f = 0; f < c->nu; f++) {
+		if (!(fold[f] = ipk_lstm_new(&sh, err)))
+			goto done;
+		size_t np = ipk_lstm_nparams(fold[f]);
+		memcpy(ipk_lstm_params(fold[f]), c->fp + ((size_t)f * E + be) * np, sizeof(double) * np);
+		ipk_lstm_renormalise(fold[f], c->fmean + f * F, c->fscale + f * F, mean, scale);
+	}
+	sh.hidden *= c->nu;
+	if ((net = ipk_lstm_new(&sh, err)) && ipk_lstm_merge(net, fold, c->nu, err) < 0) {
+		ipk_lstm_free(net);
+		net = NULL;
+	}
+done:
+	for (int f = 0; f < c->nu; f++)
+		ipk_lstm_free(fold[f]);
+	return net;
+}
+
 static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const struct ipk_dataset *d,
 					ipk_train_progress cb, void *cbarg, struct ipk_train_report *rep,
 					struct ipk_err *err)
@@ -462,6 +494,7 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 	memset(&c, 0, sizeof(c));
 	struct ipk_model *model = NULL;
 	struct ensemble ens = { 0 };
+	struct ipk_lstm *final = NULL;
 	struct ipk_gaphist *gh = NULL;
 	struct ipk_model_info *info = calloc(1, sizeof(*info));
 	char (*users)[64] = malloc(256 * 64);
@@ -487,6 +520,13 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 		ipk_err_set(err, IPK_EXIT_DATAERR,
 			    "split users '%s': the samples name %d user(s); cross-fitting needs two or more",
 			    nu ? users[0] : "", nu);
+		goto fail;
+	}
+	if (!o->final_refit && (long)nu * o->ensemble * o->hidden > IPK_LSTM_MAX_HIDDEN) {
+		ipk_err_set(err, IPK_EXIT_USAGE,
+			    "cross-fit fold mean '%d users x ensemble %d x hidden %d': one network of at most %d units; "
+			    "refit the final network instead",
+			    nu, o->ensemble, o->hidden, IPK_LSTM_MAX_HIDDEN);
 		goto fail;
 	}
 	c.nser = d->n;
@@ -535,8 +575,10 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 	c.yr = malloc(sizeof(float) * N * nwin);
 	c.z = malloc(sizeof(float) * N * S);
 	c.ytmp = malloc(sizeof(float) * N);
+	c.fmean = malloc(sizeof(float) * nu * F);
+	c.fscale = malloc(sizeof(float) * nu * F);
 	if (!c.yall || !c.yearly || !c.idle || !c.q || !c.r || !c.h || !c.hs || !c.pn || !c.pd || !c.fs || !c.scratch ||
-	    !c.xr || !c.yr || !c.z || !c.ytmp)
+	    !c.xr || !c.yr || !c.z || !c.ytmp || !c.fmean || !c.fscale)
 		goto oom;
 	for (int i = 0; i < d->n; i++) {
 		const struct ipk_series *s = &d->s[i];
@@ -572,11 +614,14 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 	for (int f = 0; f < nu; f++) {
 		char stage[128];
 		snprintf(stage, sizeof(stage), "fold %d/%d (%.64s out)", f + 1, nu, users[f]);
-		cf_normalise(d, &c, f, info->mean, info->scale);
+		cf_normalise(d, &c, f, c.fmean + f * F, c.fscale + f * F);
 		int ns;
 		long nr = cf_gather(d, &c, f, nwin, &ns);
 		if (ensemble_new(&ens, o, &sh, err) < 0)
 			goto fail;
+		size_t np = ipk_lstm_nparams(ens.avg);
+		if (!o->final_refit && !c.fp && !(c.fp = calloc((size_t)nu * E, sizeof(double) * np)))
+			goto oom;
 		long a = c.ustart[f], nf = c.ustart[f + 1] - a;
 		for (int e = 0; e < E; e++) {
 			double t0 = ipk_mono();
@@ -585,6 +630,8 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 				goto fail;
 			double dt = ipk_mono() - t0;
 			tfold += dt;
+			if (c.fp)
+				memcpy(c.fp + ((size_t)f * E + e) * np, ipk_lstm_params_const(ens.avg), sizeof(double) * np);
 			float *qe = c.q + (size_t)e * N * nwin;
 			cf_predict(d, &c, ens.avg, f, nwin, qe);
 			for (long k = 0; k < nf * nwin; k++)
@@ -702,8 +749,9 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 		info->threshold[j] = isnan(th) ? 0.5 : th;
 	}
 
-	/* the final model: everything refitted on every user, the network for
-	 * the chosen number of epochs, the stacking weights kept */
+	/* the final model: normalisation, histogram and regression refitted on
+	 * every user, the stacking weights kept; the network the fold mean or
+	 * refitted for the chosen number of epochs */
 	cf_normalise(d, &c, -1, info->mean, info->scale);
 	if (o->stack) {
 		if (!(gh = ipk_gaphist_new()))
@@ -721,20 +769,29 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 	}
 	int ns;
 	long nr = cf_gather(d, &c, -1, nwin, &ns);
-	if (ensemble_new(&ens, o, &sh, err) < 0)
-		goto fail;
-	double tsum = 0;
-	for (int e = 0; e <= be; e++) {
-		double t0 = ipk_mono();
-		double loss = ensemble_epoch(&ens, c.seqs, ns, err);
-		if (loss < 0)
+	if (o->final_refit) {
+		if (ensemble_new(&ens, o, &sh, err) < 0)
 			goto fail;
-		double dt = ipk_mono() - t0;
-		tsum += dt;
-		if (cb)
-			cb(cbarg, "final (every user)", e + 1, loss, NAN, dt);
+		double tsum = 0;
+		for (int e = 0; e <= be; e++) {
+			double t0 = ipk_mono();
+			double loss = ensemble_epoch(&ens, c.seqs, ns, err);
+			if (loss < 0)
+				goto fail;
+			double dt = ipk_mono() - t0;
+			tsum += dt;
+			if (cb)
+				cb(cbarg, "final (every user)", e + 1, loss, NAN, dt);
+		}
+		rep->epoch_seconds = tsum / (be + 1);
+		final = ens.avg;
+		ens.avg = NULL;
+	} else {
+		struct ipk_lstm_shape fsh = sh;
+		fsh.hidden = o->hidden * o->ensemble;
+		if (!(final = fold_mean(&c, fsh, E, be, info->mean, info->scale, err)))
+			goto fail;
 	}
-	rep->epoch_seconds = tsum / (be + 1);
 	for (int j = 0; j < nwin; j++) {
 		if (!stok[j])
 			continue;
@@ -755,13 +812,14 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 	for (int i = 0; i < F; i++)
 		snprintf(info->feat[i], IPK_MODEL_FEAT_NAME, "%s", ipk_feat_name(i));
 	char em[96];
-	model_name(o, info->name, sizeof(info->name));
+	model_name(o, o->final_refit ? o->ensemble : nu * o->ensemble, info->name, sizeof(info->name));
 	ensemble_meta(o, em, sizeof(em));
 	snprintf(info->meta, sizeof(info->meta),
 		 "ip-train seed %llu, epochs %d (best %d over %d user folds), batch %d, bptt %d, lr %g%s%s; "
-		 "train users %.180s; cross-fitted: every user scored out of fold",
+		 "train users %.180s; cross-fitted: every user scored out of fold; final network: %s (%d units)",
 		 (unsigned long long)o->seed, E, be + 1, nu, o->lstm.batch, o->lstm.bptt, o->lstm.lr,
-		 o->stack ? ", stacked on out-of-fold outputs" : "", em, rep->train_users);
+		 o->stack ? ", stacked on out-of-fold outputs" : "", em, rep->train_users,
+		 o->final_refit ? "refitted on every user" : "the mean of the folds'", ipk_lstm_shape(final)->hidden);
 
 	/* the report: every user out of fold, the model and the baselines on
 	 * the same steps */
@@ -786,8 +844,8 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 			}
 		}
 	}
-	model = ipk_model_new(info, ens.avg, err);
-	ens.avg = NULL;
+	model = ipk_model_new(info, final, err);
+	final = NULL;
 	if (!model)
 		goto fail;
 	ensemble_free(&ens);
@@ -802,6 +860,7 @@ fail:
 		ipk_err_set(err, IPK_EXIT_OSERR, "train model: out of memory");
 	ipk_gaphist_free(gh);
 	ensemble_free(&ens);
+	ipk_lstm_free(final);
 	cfwork_free(&c);
 	free(users);
 	free(info);
@@ -953,7 +1012,7 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 	for (int i = 0; i < F; i++)
 		snprintf(info->feat[i], IPK_MODEL_FEAT_NAME, "%s", ipk_feat_name(i));
 	char em[96];
-	model_name(o, info->name, sizeof(info->name));
+	model_name(o, o->ensemble, info->name, sizeof(info->name));
 	ensemble_meta(o, em, sizeof(em));
 	snprintf(info->meta, sizeof(info->meta),
 		 "ip-train seed %llu, epochs %d (best %d), batch %d, bptt %d, lr %g%s%s; train users %.180s; validation users %.180s",

@@ -34,6 +34,7 @@ struct ipk_train_opts {
 	double early_idle;               /* "early" steps: idle <= this (default 2) */
 	int cross_fit;                   /* folds by user instead of validation users (below) */
 	int ensemble;                    /* networks averaged, 1..IPK_TRAIN_MAX_ENSEMBLE (default 1; below) */
+	int final_refit;                 /* cross-fit: retrain the final network instead of the fold mean */
 };
 
 /* Ensembles (o->ensemble = k > 1): k networks of o->hidden units are
@@ -76,7 +77,8 @@ struct ipk_train_report {
 	char train_users[512], val_users[512];
 	long train_steps, val_steps;
 	int best_epoch;
-	double epoch_seconds;       /* mean wall time of one training epoch (cross-fit: of the final model's) */
+	double epoch_seconds;       /* mean wall time of one training epoch (cross-fit: of the refitted final
+				       network's; 0 for the fold mean, which trains nothing) */
 	int folds;                  /* cross-fit: the number of user folds; 0 otherwise */
 	double fold_epoch_seconds;  /* cross-fit: mean wall time of one fold's epoch */
 	struct ipk_eval_row *rows;
@@ -105,13 +107,20 @@ typedef void (*ipk_train_progress)(void *arg, const char *stage, int epoch, doub
  * on the other users and predict that user. The epoch is the one with the
  * best mean of the folds' selection scores; the stacking stage of each
  * window is fitted on the out-of-fold outputs of every user, and the
- * thresholds on its probabilities there. The final model is then refitted
- * on every user (normalisation, regression, histogram, and the network for
- * the chosen number of epochs from the same seed) and keeps those stacking
- * weights.
+ * thresholds on its probabilities there. The final model refits the
+ * normalisation, the regression and the histogram on every user and keeps
+ * those stacking weights. Its network is the fold mean: the folds' networks
+ * at the chosen epoch, each moved onto the final normalisation
+ * (ipk_lstm_renormalise) and merged as one network of users x ensemble x
+ * hidden units (ipk_lstm_merge: the sigmoid of their mean logit), so the
+ * stage is applied to the kind of output it was fitted on. Past
+ * IPK_LSTM_MAX_HIDDEN units that is an error (IPK_EXIT_USAGE) unless
+ * o->final_refit, which instead trains the network again on every user
+ * for the chosen number of epochs from the same seed.
  * The report scores every user out of fold; the model's rows there come
  * from stacking stages fitted without the scored user (so no row is scored
- * by anything fitted on it). Memory: epochs x steps x windows floats. */
+ * by anything fitted on it). Memory: epochs x steps x windows floats, and
+ * for the fold mean users x epochs x parameters doubles. */
 struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk_dataset *d, ipk_train_progress cb,
 				void *cbarg, struct ipk_train_report *rep, struct ipk_err *err);
 

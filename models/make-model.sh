@@ -9,10 +9,12 @@
 # idle-gap histogram and the normalisation are fitted on the five others and
 # predict it. The mean of the six folds' scores chooses the epoch; the
 # stacking regression of each window and the decision thresholds are fitted
-# on the six users' out-of-fold outputs; the final network, regression,
-# histogram and normalisation are refitted on all six users (the network
-# for the chosen number of epochs) and keep those stacking weights. Every step is deterministic (fixed
-# replay start, fixed seed), so two runs write the same bytes.
+# on the six users' out-of-fold outputs; the final regression, histogram
+# and normalisation are refitted on all six users and keep those stacking
+# weights, and the final network is the mean of the six folds' networks at
+# the chosen epoch (ip-train --final-net mean, one network of 6 x 32
+# units). Every step is deterministic (fixed replay start, fixed seed), so
+# two runs write the same bytes.
 # Environment (all optional):
 #   IPKIT_BIN    programs (default build/bin)
 #   MODEL_DATA   the data set (default ../shared/data/balabit-mouse)

@@ -2,8 +2,9 @@
 # ip-train: trains from sample records split by user, writes a model that
 # ip-predict reads, is deterministic for a seed whatever the thread count,
 # reports the model and the baselines, refuses bad splits and options;
-# cross-fitting by user scores every user out of fold; --ensemble averages
-# networks from consecutive seeds as one.
+# cross-fitting by user scores every user out of fold and makes the folds'
+# mean the final network (or refits it); --ensemble averages networks from
+# consecutive seeds as one.
 . "$(dirname "$0")/lib.sh"
 need_cmd ip-train ip-predict python3
 
@@ -151,6 +152,48 @@ print("ok")
 PY
 check_eq "cross-fit: a planted label leak in one user does not reach its out-of-fold scores" ok "$(tail -1 "$TMP/plant.out")"
 check_exit "--cross-fit with --val-users: usage" 64 ip-train -o "$TMP/x" --cross-fit --val-users u1 "$TMP/s.jsonl"
+
+# the final network is the fold mean by default: with two users, fold u1 is
+# exactly the network trained with --val-users u1 (same seed, sequences and
+# normalisation), so without the stacked stage the cross-fitted model must
+# give sigmoid(mean logit) of the two validation-split models, each reading
+# its own normalisation. Left out: the first minute of each user's first
+# session, where the previous gap and the user's history are still missing
+# and the fold mean imputes them at both users' mean instead of one's.
+grep -E '"user":"u[12]"' "$TMP/s.jsonl" >"$TMP/s12.jsonl"
+check "cross-fit on two users, fold mean" ip-train -o "$TMP/fm" --cross-fit --epochs 1 --hidden 8 --seed 5 --no-stack "$TMP/s12.jsonl"
+for u in u1 u2; do
+	ip-train -o "$TMP/fm-$u" --epochs 1 --hidden 8 --seed 5 --val-users $u --no-stack "$TMP/s12.jsonl" 2>/dev/null
+	ip-predict -m "$TMP/fm-$u" "$TMP/s12.jsonl" >"$TMP/fm-$u.out" 2>/dev/null
+done
+check "predict with the fold mean" ip-predict -v -m "$TMP/fm" "$TMP/s12.jsonl"
+cp "$TMP/.out" "$TMP/fm.out"
+check_grep "the fold mean says what it is" \
+	"model lstm-2xh8-l1-.*cross-fitted: every user scored out of fold; final network: the mean of the folds' \(16 units\)" "$TMP/.err"
+check_eq "fold mean: the probability is sigmoid(mean logit) of the two folds' networks" ok \
+	"$(python3 -c '
+import json, math, sys
+def load(f):
+	return {(r["session"], r["ts"]): r["p"] for r in map(json.loads, open(f)) if r.get("type") == "prediction"}
+e, m = load(sys.argv[1]), [load(f) for f in sys.argv[2:]]
+lg = lambda p: math.log(p / (1 - p))
+n = d = 0
+for k, pe in e.items():
+	if k[0].endswith("/s1") and k[1] <= 1060: continue
+	for w, p in pe.items():
+		ps = [x[k][w] for x in m]
+		if min(ps) < 1e-3 or max(ps) > 1 - 1e-3: continue
+		z = sum(map(lg, ps)) / len(ps)
+		d = max(d, abs(p - 1 / (1 + math.exp(-z)))); n += 1
+print("ok" if n > 5000 and d < 2e-5 else "%d steps, max difference %g" % (n, d))' "$TMP/fm.out" "$TMP/fm-u1.out" "$TMP/fm-u2.out" 2>&1)"
+check "--final-net refit" ip-train -o "$TMP/rf" --cross-fit --final-net refit --epochs 1 --hidden 8 --seed 5 "$TMP/s12.jsonl"
+check "predict with the refitted network" ip-predict -v -m "$TMP/rf" "$TMP/s12.jsonl"
+check_grep "--final-net refit: one network, says so" "model lstm-h8-l1-.*final network: refitted on every user \(8 units\)" "$TMP/.err"
+if cmp -s "$TMP/rf" "$TMP/fm"; then fail "--final-net refit: another network" "identical files"; else ok "--final-net refit: another network"; fi
+check_exit "fold mean past the largest network: usage" 64 ip-train -o "$TMP/x" --cross-fit --hidden 300 "$TMP/s.jsonl"
+check_grep "fold mean past the largest network: says why" "4 users x ensemble 1 x hidden 300.*at most 1024 units" "$TMP/.err"
+check_exit "--final-net without --cross-fit: usage" 64 ip-train -o "$TMP/x" --final-net refit "$TMP/s.jsonl"
+check_exit "--final-net of an unknown kind: usage" 64 ip-train -o "$TMP/x" --cross-fit --final-net median "$TMP/s.jsonl"
 check_exit "--cross-fit with --epochs 0: usage" 64 ip-train -o "$TMP/x" --cross-fit --epochs 0 "$TMP/s.jsonl"
 
 # --ensemble: K networks from seeds SEED.. averaged as one. Without the

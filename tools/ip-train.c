@@ -13,7 +13,8 @@
 
 enum {
 	OPT_HIDDEN = 256, OPT_LAYERS, OPT_EPOCHS, OPT_WINDOWS, OPT_BATCH, OPT_BPTT, OPT_LR, OPT_CLIP, OPT_SEED,
-	OPT_THREADS, OPT_ENSEMBLE, OPT_VAL_USERS, OPT_CROSS_FIT, OPT_EVAL, OPT_TABLE, OPT_NO_BASELINES, OPT_NO_STACK,
+	OPT_THREADS, OPT_ENSEMBLE, OPT_VAL_USERS, OPT_CROSS_FIT, OPT_FINAL_NET, OPT_EVAL, OPT_TABLE, OPT_NO_BASELINES,
+	OPT_NO_STACK,
 };
 
 static const struct ipk_opt opts[] = {
@@ -31,6 +32,7 @@ static const struct ipk_opt opts[] = {
 	{ "threads", required_argument, OPT_THREADS, "N", "training threads, 0 for one per CPU up to 2 (default 0)" },
 	{ "val-users", required_argument, OPT_VAL_USERS, "LIST", "validation users, comma-separated (default: a seeded quarter)" },
 	{ "cross-fit", no_argument, OPT_CROSS_FIT, NULL, "every user a fold: epoch, stacking stage and thresholds from out-of-fold outputs, final model on every user" },
+	{ "final-net", required_argument, OPT_FINAL_NET, "MODE", "cross-fit: the final network is the folds' mean (mean, the default: one network of users x hidden units) or trained again on every user (refit)" },
 	{ "eval", no_argument, OPT_EVAL, NULL, "write eval records for the model and the baselines on the validation users (or out of fold)" },
 	{ "table", no_argument, OPT_TABLE, NULL, "write the evaluation as a readable table instead of records" },
 	{ "no-baselines", no_argument, OPT_NO_BASELINES, NULL, "evaluate the model only" },
@@ -81,7 +83,7 @@ static int cmd_train(int argc, char **argv)
 	struct ipk_train_opts o;
 	ipk_train_defaults(&o);
 	const char *out = NULL;
-	int do_eval = 0, table = 0, status = IPK_EXIT_OK;
+	int do_eval = 0, table = 0, final_net = 0, status = IPK_EXIT_OK;
 	struct ipk_err err = { 0 };
 	struct ipk_dataset *d = NULL;
 	struct ipk_model *m = NULL;
@@ -148,6 +150,13 @@ static int cmd_train(int argc, char **argv)
 		case OPT_CROSS_FIT:
 			o.cross_fit = 1;
 			break;
+		case OPT_FINAL_NET:
+			final_net = 1;
+			if (!strcmp(a, "mean") || !strcmp(a, "refit"))
+				o.final_refit = !strcmp(a, "refit");
+			else
+				bad = ipk_cli_usage_error(&cli, "final-net '%s': mean or refit", a);
+			break;
 		case OPT_EVAL:
 			do_eval = 1;
 			break;
@@ -172,6 +181,10 @@ static int cmd_train(int argc, char **argv)
 	}
 	if (!out) {
 		status = (ipk_cli_usage_error(&cli, "no output: give -o MODEL"), IPK_EXIT_USAGE);
+		goto done;
+	}
+	if (final_net && !o.cross_fit) {
+		status = (ipk_cli_usage_error(&cli, "final-net: applies with --cross-fit only"), IPK_EXIT_USAGE);
 		goto done;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -199,9 +212,13 @@ static int cmd_train(int argc, char **argv)
 	ipk_info(&cli, "%ld samples of %d sessions", d->samples, d->n);
 	if (!(m = ipk_train_run(&o, d, progress, &cli, &rep, &err)))
 		goto fail;
-	if (rep.folds)
+	if (rep.folds && o.final_refit)
 		ipk_info(&cli, "cross-fitted over %d user folds (%s), best epoch %d, %.1f s per fold epoch, %.1f s per final epoch",
 			 rep.folds, rep.train_users, rep.best_epoch, rep.fold_epoch_seconds, rep.epoch_seconds);
+	else if (rep.folds)
+		ipk_info(&cli,
+			 "cross-fitted over %d user folds (%s), best epoch %d, %.1f s per fold epoch; final network: the folds' mean",
+			 rep.folds, rep.train_users, rep.best_epoch, rep.fold_epoch_seconds);
 	else
 		ipk_info(&cli, "validation users %s, training users %s, best epoch %d, %.1f s per epoch", rep.val_users,
 			 rep.train_users, rep.best_epoch, rep.epoch_seconds);

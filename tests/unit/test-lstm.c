@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "feature.h"
 #include "lstm.h"
 
 static void fill_seq(struct ipk_rng *r, int len, int nin, int nout, float *x, float *y, double excl)
@@ -393,6 +394,33 @@ static void test_merge(void)
 	char name[96];
 	snprintf(name, sizeof(name), "merge: output = sigmoid(mean member logit) within 1e-5 (max %.2g)", maxd);
 	CHECK(name, maxd < 1e-5);
+	/* The step skips the zero blocks of the recurrent weights. The same
+	 * network with negligible weights (1e-30, lost in every gate's sum) in
+	 * each gate row's first and last columns outside its block is stepped
+	 * densely: the outputs must agree bit for bit. */
+	struct ipk_lstm *dense = ipk_lstm_new(&sh, &err);
+	memcpy(ipk_lstm_params(dense), ipk_lstm_params(e), sizeof(double) * ipk_lstm_nparams(e));
+	for (int l = 0; l < L; l++) {
+		int din = l ? K * H : NIN, M = K * H;
+		double *whh = ipk_lstm_params(dense) + ipk_lstm_offset(dense, l) + (size_t)4 * M * din;
+		for (int row = 0; row < 4 * M; row++)
+			for (int k = 0; k < M; k += M - 1)
+				if (k / H != (row % M) / H)
+					whh[(size_t)row * M + k] = 1e-30;
+	}
+	ipk_lstm_sync(dense);
+	struct ipk_lstm_state *ss = ipk_lstm_state_new(e), *sd = ipk_lstm_state_new(dense);
+	int same = 1;
+	for (int t = 0; t < T; t++) {
+		float ps[NOUT], pd[NOUT];
+		ipk_lstm_step(e, &ss, 1, x + t * NIN, ps);
+		ipk_lstm_step(dense, &sd, 1, x + t * NIN, pd);
+		same &= !memcmp(ps, pd, sizeof(ps));
+	}
+	CHECK("merge: the step skipping the zero blocks equals the dense step, bit for bit", same);
+	ipk_lstm_state_free(ss);
+	ipk_lstm_state_free(sd);
+	ipk_lstm_free(dense);
 	/* a member alone */
 	struct ipk_lstm_shape s1 = { .n_in = NIN, .hidden = H, .layers = L, .n_out = NOUT };
 	struct ipk_lstm *one = ipk_lstm_new(&s1, &err);
@@ -416,6 +444,49 @@ static void test_merge(void)
 		ipk_lstm_free(m[i]);
 }
 
+/* ipk_lstm_renormalise: a two-layer network moved from one normalisation
+ * to another gives, on the raw inputs normalised the new way, the outputs
+ * it gave on them normalised the old way (float kernels, within 1e-5), at
+ * every step of a sequence; moving it back restores the parameters. */
+static void test_renormalise(void)
+{
+	enum { NIN = 5, H = 6, L = 2, NOUT = 3, T = 50 };
+	struct ipk_lstm *a = make_net(NIN, H, L, NOUT, 21), *b = make_net(NIN, H, L, NOUT, 21);
+	float fm[NIN] = { 0.5f, -2, 3, 0, 10 }, fs[NIN] = { 1, 0.25f, 4, 2, 0.5f };
+	float tm[NIN] = { 0.7f, -1, 2.5f, 0.1f, 9 }, ts[NIN] = { 1.5f, 0.5f, 3, 1, 0.8f };
+	ipk_lstm_renormalise(b, fm, fs, tm, ts);
+	struct ipk_rng r;
+	ipk_rng_seed(&r, 8);
+	struct ipk_lstm_state *sa = ipk_lstm_state_new(a), *sb = ipk_lstm_state_new(b);
+	double maxd = 0, moved = 0;
+	for (int t = 0; t < T; t++) {
+		float raw[NIN], xa[NIN], xb[NIN], pa[NOUT], pb[NOUT];
+		for (int k = 0; k < NIN; k++)
+			raw[k] = tm[k] + (float)(4 * ipk_rng_uniform(&r) - 2) * ts[k];
+		ipk_norm_apply(fm, fs, NIN, raw, xa);
+		ipk_norm_apply(tm, ts, NIN, raw, xb);
+		ipk_lstm_step(a, &sa, 1, xa, pa);
+		ipk_lstm_step(b, &sb, 1, xb, pb);
+		for (int o = 0; o < NOUT; o++)
+			maxd = fmax(maxd, fabs(pa[o] - pb[o]));
+		for (int k = 0; k < NIN; k++)
+			moved = fmax(moved, fabs(xa[k] - xb[k]));
+	}
+	ipk_lstm_state_free(sa);
+	ipk_lstm_state_free(sb);
+	char name[96];
+	snprintf(name, sizeof(name), "renormalise: same outputs on the same raw inputs within 1e-5 (max %.2g)", maxd);
+	CHECK(name, moved > 0.1 && maxd < 1e-5);
+	ipk_lstm_renormalise(b, tm, ts, fm, fs);
+	double pd = 0;
+	const double *pa = ipk_lstm_params_const(a), *pb = ipk_lstm_params_const(b);
+	for (size_t i = 0; i < ipk_lstm_nparams(a); i++)
+		pd = fmax(pd, fabs(pa[i] - pb[i]));
+	CHECK("renormalise: moving back restores the parameters within 1e-12", pd < 1e-12);
+	ipk_lstm_free(a);
+	ipk_lstm_free(b);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "--export"))
@@ -429,5 +500,6 @@ int main(int argc, char **argv)
 	test_streaming();
 	test_training();
 	test_merge();
+	test_renormalise();
 	CHECK_DONE();
 }

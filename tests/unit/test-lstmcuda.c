@@ -115,8 +115,9 @@ int main(void)
 	}
 	printf("# GPU: %s\n", ipk_lstm_cuda_device(probe));
 	ipk_lstm_cuda_free(probe);
-	int shapes[4][2] = { { 32, 1 }, { 40, 2 }, { 8, 1 }, { 96, 1 } }; /* 96: an ensemble of 3 x 32 */
-	for (int q = 0; q < 4; q++) {
+	/* 96: an ensemble of 3 x 32; 192: the default model's fold mean of 6 x 32 */
+	int shapes[5][2] = { { 32, 1 }, { 40, 2 }, { 8, 1 }, { 96, 1 }, { 192, 1 } };
+	for (int q = 0; q < 5; q++) {
 		struct ipk_lstm_shape sh = { .n_in = 16, .hidden = shapes[q][0], .layers = shapes[q][1], .n_out = 3 };
 		struct ipk_lstm *net = ipk_lstm_new(&sh, &err);
 		ipk_lstm_init(net, 100 + q);
