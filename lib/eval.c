@@ -1,6 +1,8 @@
 /* eval.c - labels, metrics and baselines. See eval.h. */
 #include "eval.h"
 
+#include "lstm.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,4 +352,48 @@ int ipk_logreg_fit(struct ipk_logreg *lr, const float *x, int nfeat, const float
 	free(g);
 	free(xi);
 	return rc;
+}
+
+int ipk_paired_bootstrap(const double *d, const long *c, long ng, int reps, uint64_t seed, struct ipk_paired_diff *out,
+			 struct ipk_err *err)
+{
+	double sd = 0;
+	long sc = 0;
+	for (long g = 0; g < ng; g++) {
+		sd += d[g];
+		sc += c[g];
+	}
+	out->est = out->lo = out->hi = NAN;
+	if (!sc)
+		return 0;
+	out->est = sd / sc;
+	double *est = malloc(sizeof(double) * (reps > 0 ? reps : 1));
+	if (!est)
+		return ipk_err_set(err, IPK_EXIT_OSERR, "bootstrap '%d resamples': out of memory", reps);
+	struct ipk_rng r;
+	ipk_rng_seed(&r, seed);
+	int nr = 0;
+	for (int b = 0; b < reps; b++) {
+		double bd = 0;
+		long bc = 0;
+		for (long g = 0; g < ng; g++) {
+			uint64_t k = ipk_rng_below(&r, (uint64_t)ng);
+			bd += d[k];
+			bc += c[k];
+		}
+		if (bc)
+			est[nr++] = bd / bc;
+	}
+	if (nr) {
+		qsort(est, nr, sizeof(double), cmp_double);
+		/* the percentiles by linear interpolation between order statistics */
+		for (int side = 0; side < 2; side++) {
+			double pos = (side ? 0.975 : 0.025) * (nr - 1);
+			int i = (int)pos;
+			double v = i + 1 < nr ? est[i] + (pos - i) * (est[i + 1] - est[i]) : est[i];
+			*(side ? &out->hi : &out->lo) = v;
+		}
+	}
+	free(est);
+	return 0;
 }

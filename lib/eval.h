@@ -22,6 +22,8 @@
 #ifndef IPK_EVAL_H
 #define IPK_EVAL_H
 
+#include <stdint.h>
+
 #include "ipk.h"
 
 /* Labels of n steps of one session for nwin windows: y[t * nwin + k]. */
@@ -42,6 +44,21 @@ struct ipk_metrics {
  * err set when out of memory. */
 int ipk_metrics_compute(const double *score, const float *y, long ystride, long n, int is_prob, struct ipk_metrics *m,
 			struct ipk_err *err);
+
+/* A paired difference between two predictors on the same steps, with a
+ * percentile bootstrap interval over groups of steps (sessions: steps of a
+ * session are correlated, sessions far less). Group g contributes d[g], a
+ * sum of per-step differences, over c[g] steps; the estimate is
+ * sum(d) / sum(c). Each of reps resamples draws ng groups with
+ * replacement (ipk_rng from seed, so a run is reproducible); lo and hi are
+ * the 2.5th and 97.5th percentiles of the resampled estimates (a 95 %
+ * interval). All NaN when there is no step. Returns 0, or -1 with err set
+ * when out of memory. */
+struct ipk_paired_diff {
+	double est, lo, hi;
+};
+int ipk_paired_bootstrap(const double *d, const long *c, long ng, int reps, uint64_t seed, struct ipk_paired_diff *out,
+			 struct ipk_err *err);
 
 /* The lowest score threshold t at which the steps with score >= t reach
  * precision target (labels < 0 skipped; thresholds between distinct scores

@@ -139,6 +139,7 @@ static int add_row(struct ipk_train_report *r, const char *pred, double win, con
 	row->window = win;
 	snprintf(row->subset, sizeof(row->subset), "%s", subset);
 	row->m = *m;
+	row->brier_diff = (struct ipk_paired_diff){ NAN, NAN, NAN };
 	return 0;
 }
 
@@ -1285,10 +1286,14 @@ int ipk_eval_model(const struct ipk_model *m, const struct ipk_dataset *d, const
 	float *y = malloc(sizeof(float) * (n ? n : 1) * nwin), *ye = malloc(sizeof(float) * (n ? n : 1) * nwin);
 	float *x = malloc(sizeof(float) * (n ? n : 1) * F);
 	float *xf = NULL, *yf = NULL;
+	/* the scored sessions' first steps, and per session the sums of a
+	 * paired Brier difference and its steps (the bootstrap) */
+	long *soff = malloc(sizeof(long) * (d->n + 1)), *scnt = malloc(sizeof(long) * (d->n ? d->n : 1));
+	double *sdiff = malloc(sizeof(double) * (d->n ? d->n : 1));
 	struct ipk_gaphist *gh = ipk_gaphist_new();
 	struct ipk_lstm_state *st = ipk_lstm_state_new(net);
-	int rc = -1, have_bl = nfit > 0;
-	if (!pred || !score || !idle || !y || !ye || !x || !gh || !st)
+	int rc = -1, have_bl = nfit > 0, ns = 0;
+	if (!pred || !score || !idle || !y || !ye || !x || !soff || !scnt || !sdiff || !gh || !st)
 		goto oom;
 	long k = 0;
 	float p[IPK_LSTM_MAX_OUT];
@@ -1296,6 +1301,7 @@ int ipk_eval_model(const struct ipk_model *m, const struct ipk_dataset *d, const
 		const struct ipk_series *s = &d->s[i];
 		if (skip[i])
 			continue;
+		soff[ns++] = k;
 		ipk_lstm_state_reset(net, st);
 		ipk_label_windows(s->ts, s->events, s->n, in->window, nwin, y + k * nwin);
 		for (long t = 0; t < s->n; t++, k++) {
@@ -1309,6 +1315,8 @@ int ipk_eval_model(const struct ipk_model *m, const struct ipk_dataset *d, const
 			idle[k] = s->idle[t];
 		}
 	}
+	soff[ns] = k;
+	rep->val_sessions = ns;
 	/* the baselines' training data */
 	if (have_bl) {
 		const struct ipk_dataset *src = bt ? bt : d;
@@ -1340,10 +1348,28 @@ int ipk_eval_model(const struct ipk_model *m, const struct ipk_dataset *d, const
 						   : ipk_logreg_predict(&lr, x + q * F);
 			for (int sub = 0; sub < 2; sub++) {
 				struct ipk_metrics mm;
-				if (ipk_metrics_compute(score, (sub ? ye : y) + j, nwin, n, pr != 1, &mm, err) < 0)
+				const float *ys = (sub ? ye : y) + j;
+				if (ipk_metrics_compute(score, ys, nwin, n, pr != 1, &mm, err) < 0)
 					goto fail;
 				if (add_row(rep, name, in->window[j], sub ? "early" : "all", &mm) < 0)
 					goto oom;
+				if (pr < 2)
+					continue;
+				for (int g = 0; g < ns; g++) {
+					sdiff[g] = 0;
+					scnt[g] = 0;
+					for (long q = soff[g]; q < soff[g + 1]; q++) {
+						double l = ys[q * nwin], a = pred[q * nwin + j] - l, b = score[q] - l;
+						if (l < 0)
+							continue;
+						sdiff[g] += a * a - b * b;
+						scnt[g]++;
+					}
+				}
+				/* one fixed seed: the same input gives the same interval */
+				if (ipk_paired_bootstrap(sdiff, scnt, ns, IPK_EVAL_BOOTSTRAP, 0x626f6f74ULL,
+							 &rep->rows[rep->nrows - 1].brier_diff, err) < 0)
+					goto fail;
 			}
 			/* lead time: the model at its threshold, the timer at the same precision */
 			if (pr == 0) {
@@ -1384,6 +1410,9 @@ out:
 	free(x);
 	free(xf);
 	free(yf);
+	free(soff);
+	free(scnt);
+	free(sdiff);
 	return rc;
 }
 
@@ -1413,6 +1442,22 @@ void ipk_train_report_table(FILE *f, const struct ipk_train_report *r)
 			snprintf(brier, sizeof(brier), "%.4f", e->m.brier);
 		fprintf(f, "%-18s %6g %6s %9ld %6.3f %8.4f %8.4f %8s %8.4f\n", e->predictor, e->window, e->subset, e->m.n,
 			e->m.base_rate, e->m.roc_auc, e->m.pr_auc, brier, e->m.recall_p90);
+	}
+	int ndiff = 0;
+	for (int i = 0; i < r->nrows; i++)
+		ndiff += !isnan(r->rows[i].brier_diff.est);
+	if (ndiff) {
+		fprintf(f,
+			"\nBrier score of the model minus each baseline's on the same steps (negative: the model is "
+			"better), 95%% interval from a paired bootstrap over the %ld scored sessions (%d resamples)\n",
+			r->val_sessions, IPK_EVAL_BOOTSTRAP);
+		fprintf(f, "%-18s %6s %6s %9s %9s %9s\n", "baseline", "window", "steps", "diff", "lo", "hi");
+		for (int i = 0; i < r->nrows; i++) {
+			const struct ipk_eval_row *e = &r->rows[i];
+			if (!isnan(e->brier_diff.est))
+				fprintf(f, "%-18s %6g %6s %9.5f %9.5f %9.5f\n", e->predictor, e->window, e->subset,
+					e->brier_diff.est, e->brier_diff.lo, e->brier_diff.hi);
+		}
 	}
 	if (!r->nlead)
 		return;
@@ -1446,6 +1491,11 @@ int ipk_train_report_records(struct ipk_writer *w, const struct ipk_train_report
 			 add_num(o, "pr_auc", e->m.pr_auc) && add_num(o, "brier", e->m.brier) &&
 			 add_num(o, "recall_at_p90", e->m.recall_p90) &&
 			 cJSON_AddStringToObject(o, "users", r->val_users);
+		if (ok && !isnan(e->brier_diff.est))
+			ok = add_num(o, "model_brier_diff", e->brier_diff.est) &&
+			     add_num(o, "model_brier_diff_lo", e->brier_diff.lo) &&
+			     add_num(o, "model_brier_diff_hi", e->brier_diff.hi) &&
+			     add_num(o, "sessions", (double)r->val_sessions);
 		if (!ok) {
 			cJSON_Delete(o);
 			return ipk_err_set(err, IPK_EXIT_OSERR, "write eval records: out of memory");

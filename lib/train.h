@@ -55,7 +55,13 @@ struct ipk_eval_row {
 	double window;
 	char subset[8];
 	struct ipk_metrics m;
+	/* ipk_eval_model, rows of a baseline with a Brier score: the model's
+	 * Brier score minus this one's on the same steps, with a 95 % interval
+	 * from a paired bootstrap over the scored sessions (eval.h; 1000
+	 * resamples, fixed seed); NaN elsewhere */
+	struct ipk_paired_diff brier_diff;
 };
+#define IPK_EVAL_BOOTSTRAP 1000
 
 /* Lead time of one predictor and window (ipk_eval_model): over the idle
  * gaps of at least lead_min_gap seconds, the idle time (seconds since the
@@ -83,6 +89,7 @@ struct ipk_train_report {
 	double fold_epoch_seconds;  /* cross-fit: mean wall time of one fold's epoch */
 	struct ipk_eval_row *rows;
 	int nrows;
+	long val_sessions;          /* ipk_eval_model: the sessions scored */
 	struct ipk_lead_row *lead;  /* ipk_eval_model only */
 	int nlead;
 };

@@ -115,12 +115,22 @@ for w, st in n:
     assert len({r["n"] for r in ev if r["window"] == w and r["steps"] == st}) == 1, "same steps for every predictor"
 assert sorted((r["predictor"], r["window"]) for r in lead) == sorted((p, w) for p in ("lstm", "idle-timer") for w in (5, 10, 30))
 assert all(r["fired"] <= r["gaps"] for r in lead)
+# the paired Brier difference: on the hybrid histogram and logistic rows
+# only, the model's Brier score minus the row's, inside its interval
+by = {(r["predictor"], r["window"], r["steps"]): r for r in ev}
+for (p, w, st), r in by.items():
+    assert ("model_brier_diff" in r) == (p in ("hybrid-histogram", "logistic")), (p, w, st)
+    if "model_brier_diff" in r:
+        assert abs(r["model_brier_diff"] - (by[("lstm", w, st)]["brier"] - r["brier"])) < 1e-9, (p, w, st)
+        assert r["model_brier_diff_lo"] <= r["model_brier_diff"] <= r["model_brier_diff_hi"], r
+        assert r["model_brier_diff_lo"] < r["model_brier_diff_hi"] and r["sessions"] == 2, r
 print("ok")
 PY
-check_eq "eval: 4 predictors x 3 windows x 2 subsets on unseen users, and lead times" ok "$(tail -1 "$TMP/evc")"
+check_eq "eval: 4 predictors x 3 windows x 2 subsets on unseen users, lead times, paired Brier differences" ok "$(tail -1 "$TMP/evc")"
 ip-predict -m "$TMP/m" --eval --table "$TMP/s.jsonl" >"$TMP/tab" 2>"$TMP/e"
 check_grep "eval table" '^idle-timer +30 +early' "$TMP/tab"
 check_grep "eval table: lead time" '^lstm +5 +[0-9.]+ +[0-9.]+ +[0-9]+ ' "$TMP/tab"
+check_grep "eval table: paired Brier differences" '^logistic +30 +all +-?[0-9.]+ +-?[0-9.]+ +-?[0-9.]+$' "$TMP/tab"
 ip-train -o "$TMP/mv" --epochs 1 --hidden 4 --val-users u3 "$TMP/s.jsonl" 2>/dev/null
 grep '"user":"u3"' "$TMP/s.jsonl" >"$TMP/u3.jsonl"
 grep -v '"user":"u3"' "$TMP/s.jsonl" >"$TMP/u12.jsonl"

@@ -1,6 +1,8 @@
 /* Evaluation: labels, metrics against hand-computed values (ties included),
- * the hybrid histogram and logistic regression baselines; features: idle
- * time from events, rolling counts, masks, normalisation. */
+ * the hybrid histogram and logistic regression baselines, the paired
+ * bootstrap; features: idle time from events, rolling counts, masks,
+ * normalisation. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -190,6 +192,31 @@ static void test_features(void)
 	CHECK("present value normalised", out[0] == 1);
 }
 
+/* ipk_paired_bootstrap: the estimate is sum(d) / sum(c); equal groups
+ * give an interval of width 0; the interval holds the estimate, lies within
+ * the groups' own ratios, and is the same for a seed; no step gives NaN. */
+static void test_bootstrap(void)
+{
+	struct ipk_err err = { 0 };
+	struct ipk_paired_diff a, b;
+	double d[4] = { 1, 2, 3, -2 };
+	long c[4] = { 1, 1, 2, 4 };
+	CHECK("bootstrap: runs", ipk_paired_bootstrap(d, c, 4, 500, 7, &a, &err) == 0);
+	CHECK("bootstrap: estimate sum(d) / sum(c) = 4 / 8", fabs(a.est - 0.5) < 1e-12);
+	CHECK("bootstrap: the interval holds the estimate", a.lo < a.est && a.est < a.hi);
+	CHECK("bootstrap: within the groups' ratios (-0.5 .. 2)", a.lo >= -0.5 && a.hi <= 2);
+	ipk_paired_bootstrap(d, c, 4, 500, 7, &b, &err);
+	CHECK("bootstrap: same seed, same interval", a.lo == b.lo && a.hi == b.hi);
+	double e[3] = { 0.5, 1.0, 1.5 };
+	long ce[3] = { 1, 2, 3 };
+	ipk_paired_bootstrap(e, ce, 3, 200, 1, &b, &err);
+	CHECK("bootstrap: equal ratios, an interval of width 0", fabs(b.est - 0.5) < 1e-12 &&
+								     fabs(b.lo - 0.5) < 1e-12 && fabs(b.hi - 0.5) < 1e-12);
+	long z[2] = { 0, 0 };
+	ipk_paired_bootstrap(d, z, 2, 100, 1, &b, &err);
+	CHECK("bootstrap: no step, NaN", isnan(b.est) && isnan(b.lo) && isnan(b.hi));
+}
+
 int main(void)
 {
 	test_labels();
@@ -197,5 +224,6 @@ int main(void)
 	test_gaphist();
 	test_logreg();
 	test_features();
+	test_bootstrap();
 	CHECK_DONE();
 }
