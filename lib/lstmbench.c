@@ -7,16 +7,13 @@
 #include "feature.h"
 #include "lstmcuda.h"
 
-int ipk_lstm_bench(const struct ipk_lstm_shape *sh, int sessions, double min_seconds, struct ipk_lstm_bench_result *r,
+int ipk_lstm_bench(const struct ipk_lstm *net, int sessions, double min_seconds, struct ipk_lstm_bench_result *r,
 		   struct ipk_err *err)
 {
 	memset(r, 0, sizeof(*r));
 	if (sessions < 1)
 		return ipk_err_set(err, IPK_EXIT_USAGE, "bench lstm '%d sessions': need at least one", sessions);
-	struct ipk_lstm *net = ipk_lstm_new(sh, err);
-	if (!net)
-		return -1;
-	ipk_lstm_init(net, 42);
+	const struct ipk_lstm_shape *sh = ipk_lstm_shape(net);
 	int rc = -1;
 	/* inputs for a few distinct steps, reused in turn */
 	enum { NX = 4 };
@@ -61,20 +58,16 @@ out:
 	free(st);
 	free(x);
 	free(prob);
-	ipk_lstm_free(net);
 	return rc;
 }
 
-int ipk_lstm_bench_cuda(const struct ipk_lstm_shape *sh, int sessions, double min_seconds,
-			struct ipk_lstm_bench_result *r, struct ipk_err *err)
+int ipk_lstm_bench_cuda(const struct ipk_lstm *net, int sessions, double min_seconds, struct ipk_lstm_bench_result *r,
+			struct ipk_err *err)
 {
 	memset(r, 0, sizeof(*r));
 	if (sessions < 1)
 		return ipk_err_set(err, IPK_EXIT_USAGE, "bench lstm '%d sessions': need at least one", sessions);
-	struct ipk_lstm *net = ipk_lstm_new(sh, err);
-	if (!net)
-		return -1;
-	ipk_lstm_init(net, 42);
+	const struct ipk_lstm_shape *sh = ipk_lstm_shape(net);
 	int rc = -1;
 	enum { NX = 4 };
 	struct ipk_lstm_cuda *cu = ipk_lstm_cuda_new(net, sessions, err);
@@ -117,6 +110,5 @@ out:
 	free(slots);
 	free(x);
 	free(prob);
-	ipk_lstm_free(net);
 	return rc;
 }

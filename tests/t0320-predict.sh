@@ -90,6 +90,14 @@ check_exit "missing model" 66 ip-predict -m "$TMP/none" "$TMP/s.jsonl"
 IPKIT_MODEL=$TMP/none check_exit "default model missing (IPKIT_MODEL)" 66 ip-predict "$TMP/s.jsonl"
 check_grep "default model missing: path named" "$TMP/none" "$TMP/.err"
 check_exit "decision window the model lacks" 64 ip-predict -m "$TMP/m" --window 7 "$TMP/s.jsonl"
+# --bench: the reference network (input 16, hidden 32), or with --model
+# that model's network, one record per number of sessions
+check "--bench" ip-predict --bench 1,3
+check_eq "--bench: one record per size, the reference network" "2 2" \
+	"$(grep -c '"sessions":[13],"n_in":16,"hidden":32,.*"steps_per_s":[1-9]' "$TMP/.out") $(grep -c '"type":"bench"' "$TMP/.out")"
+check "--bench with --model" ip-predict -m "$TMP/m" --bench 2
+check_grep "--bench with --model: that model's network, named" '"model":"lstm-h8-l1-[0-9a-f]+","sessions":2,"n_in":[0-9]+,"hidden":8,' "$TMP/.out"
+check_exit "--bench of 0 sessions: usage" 64 ip-predict --bench 0
 check_exit "--table without --eval" 64 ip-predict -m "$TMP/m" --table "$TMP/s.jsonl"
 echo '{"type":"sample","v":1,"ts":1,"session":"x","interval":1,"events":"many"}' >"$TMP/bad.jsonl"
 check_exit "bad sample with --strict" 65 ip-predict -m "$TMP/m" --strict "$TMP/bad.jsonl"

@@ -40,7 +40,7 @@ static const struct ipk_opt opts[] = {
 	{ "baseline-train", required_argument, OPT_BASELINE_TRAIN, "FILE", "with --eval: fit the baselines on the samples in FILE" },
 	{ "plot", required_argument, OPT_PLOT, "FILE", "draw a session's probability and activity with gnuplot (.svg or .png)" },
 	{ "plot-session", required_argument, OPT_PLOT_SESSION, "NAME", "the session --plot draws (default: the first)" },
-	{ "bench", required_argument, OPT_BENCH, "LIST", "time the LSTM step (input 16, hidden 32) for each number of sessions in LIST" },
+	{ "bench", required_argument, OPT_BENCH, "LIST", "time the LSTM step (input 16, hidden 32; with --model, that model's) for each number of sessions in LIST" },
 	{ NULL, 0, 0, NULL, NULL },
 };
 
@@ -357,21 +357,24 @@ static int predict_file(struct ipk_cli *cli, const char *path, struct stream *sm
 	return rc;
 }
 
-/* --bench LIST: one "bench" record per number of sessions. */
-static int run_bench(struct ipk_cli *cli, const char *list, int cuda, struct ipk_writer *w, struct ipk_err *err)
+/* --bench LIST: one "bench" record per number of sessions, timing net
+ * (model: its id, or NULL for the random network of input 16, hidden 32). */
+static int run_bench(struct ipk_cli *cli, const char *list, const struct ipk_lstm *net, const char *model, int cuda,
+		     struct ipk_writer *w, struct ipk_err *err)
 {
 	char buf[256];
 	snprintf(buf, sizeof(buf), "%s", list);
-	struct ipk_lstm_shape sh = { .n_in = 16, .hidden = 32, .layers = 1, .n_out = 3 };
+	const struct ipk_lstm_shape *sh = ipk_lstm_shape(net);
 	for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
 		struct ipk_lstm_bench_result r;
-		if ((cuda ? ipk_lstm_bench_cuda(&sh, atoi(t), 1.0, &r, err) : ipk_lstm_bench(&sh, atoi(t), 1.0, &r, err)) < 0)
+		if ((cuda ? ipk_lstm_bench_cuda(net, atoi(t), 1.0, &r, err) : ipk_lstm_bench(net, atoi(t), 1.0, &r, err)) < 0)
 			return -1;
 		ipk_info(cli, "lstm step, %d sessions: %.0f session-steps/s (%s)", r.sessions, r.steps_per_s, r.kernel);
 		cJSON *o = ipk_record_new("bench", ipk_now());
 		int ok = o && cJSON_AddStringToObject(o, "bench", "lstm-step") &&
-			 cJSON_AddNumberToObject(o, "sessions", r.sessions) && cJSON_AddNumberToObject(o, "n_in", sh.n_in) &&
-			 cJSON_AddNumberToObject(o, "hidden", sh.hidden) && cJSON_AddNumberToObject(o, "threads", 1) &&
+			 (!model || cJSON_AddStringToObject(o, "model", model)) &&
+			 cJSON_AddNumberToObject(o, "sessions", r.sessions) && cJSON_AddNumberToObject(o, "n_in", sh->n_in) &&
+			 cJSON_AddNumberToObject(o, "hidden", sh->hidden) && cJSON_AddNumberToObject(o, "threads", 1) &&
 			 cJSON_AddStringToObject(o, "device", cuda ? "cuda" : "cpu") &&
 			 cJSON_AddNumberToObject(o, "steps", (double)r.steps) &&
 			 cJSON_AddNumberToObject(o, "seconds", r.seconds) &&
@@ -554,7 +557,22 @@ static int cmd_predict(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	ipk_writer_init(&w, stdout);
 	if (bench) {
-		if (run_bench(&cli, bench, !strcmp(device, "cuda"), &w, &err) < 0 && !ipk_writer_closed(&w))
+		/* the reference network, or the network of the model named */
+		struct ipk_lstm_shape sh = { .n_in = 16, .hidden = 32, .layers = 1, .n_out = 3 };
+		struct ipk_lstm *net = NULL;
+		if (model_path) {
+			if (!(m = ipk_model_load(model_path, &err)))
+				goto fail;
+			ipk_info(&cli, "model %s from %s: %s", ipk_model_id(m), model_path, ipk_model_info(m)->meta);
+		} else if ((net = ipk_lstm_new(&sh, &err))) {
+			ipk_lstm_init(net, 42);
+		} else {
+			goto fail;
+		}
+		int rc = run_bench(&cli, bench, m ? ipk_model_net(m) : net, m ? ipk_model_id(m) : NULL,
+				   !strcmp(device, "cuda"), &w, &err);
+		ipk_lstm_free(net);
+		if (rc < 0 && !ipk_writer_closed(&w))
 			goto fail;
 		if (!ipk_writer_closed(&w) && ipk_writer_finish(&w, &err) < 0 && !ipk_writer_closed(&w))
 			goto fail;

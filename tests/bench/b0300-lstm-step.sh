@@ -3,8 +3,10 @@
 # session-steps per second at 1, 1,024 and 65,536 concurrent sessions
 # (`ip-predict --bench`, one batched ipk_lstm_step() call per step) against
 # PyTorch's nn.LSTMCell (Debian's python3-torch, torch.set_num_threads(1),
-# no_grad, same batch sizes) in the same run; memory per session; and, when
-# the shared data set is there, ip-train's time per epoch on it.
+# no_grad, same batch sizes) in the same run; memory per session; the
+# shipped default model's own network at 1,024 sessions (information: its
+# shape is the model's, not the reference's); and, when the shared data set
+# is there, ip-train's time per epoch on it.
 set -u
 top=${IPKIT_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 bin=${IPKIT_BIN:-$top/build/bin}
@@ -46,6 +48,13 @@ with torch.no_grad():
 PY
 fi
 
+# the default model's network (a fold mean: block-diagonal, see ip-train(1))
+model=null
+if [ -f "$top/models/default.ipkm" ] &&
+	$pin "$bin/ip-predict" -m "$top/models/default.ipkm" --bench 1024 >"$tmp/m.jsonl" 2>/dev/null; then
+	model=$(cat "$tmp/m.jsonl")
+fi
+
 # the GPU path at 1M sessions, when this machine has one
 cuda=null
 if "$bin/ip-predict" --device cuda --bench 1048576 >"$tmp/g.jsonl" 2>/dev/null; then
@@ -63,7 +72,7 @@ if [ -d "$data" ] && [ -x "$bin/ip-collect" ] && [ -x "$bin/ip-train" ]; then
 	[ -n "$epoch" ] || epoch=null
 fi
 
-python3 - "$tmp/c.jsonl" "$tmp/t.jsonl" "$torch" "$epoch" "$name" "$cuda" <<'PY'
+python3 - "$tmp/c.jsonl" "$tmp/t.jsonl" "$torch" "$epoch" "$name" "$cuda" "$model" <<'PY'
 import json, sys
 c = [json.loads(l) for l in open(sys.argv[1])]
 t = {}
@@ -72,7 +81,8 @@ if sys.argv[3] == "ok":
 out = {"bench": sys.argv[5], "n_in": 16, "hidden": 32, "threads": 1, "kernel": c[0]["kernel"],
        "state_bytes_per_session": c[0]["state_bytes"], "predictor_bytes_per_session": c[0]["session_bytes"],
        "train_s_per_epoch": None if sys.argv[4] == "null" else float(sys.argv[4]), "torch": sys.argv[3], "sizes": [],
-       "cuda_1m_steps_per_s": None if sys.argv[6] == "null" else float(sys.argv[6])}
+       "cuda_1m_steps_per_s": None if sys.argv[6] == "null" else float(sys.argv[6]),
+       "default_model": None if sys.argv[7] == "null" else json.loads(sys.argv[7])}
 for r in c:
     n = r["sessions"]
     row = {"sessions": n, "ipkit_steps_per_s": r["steps_per_s"]}
@@ -84,6 +94,10 @@ print(json.dumps(out))
 for row in out["sizes"]:
     tt = " vs torch LSTMCell %.0f/s: %.2fx" % (row["torch_steps_per_s"], row["ratio"]) if "ratio" in row else " (torch: %s)" % sys.argv[3]
     print("lstm step, %6d sessions: ipkit %.0f session-steps/s%s" % (row["sessions"], row["ipkit_steps_per_s"], tt))
+dm = out["default_model"]
+if dm:
+    print("lstm step of the default model %s (input %d, hidden %d), %d sessions: %.0f session-steps/s" % (
+        dm["model"], dm["n_in"], dm["hidden"], dm["sessions"], dm["steps_per_s"]))
 if out["cuda_1m_steps_per_s"]:
     print("lstm step on the GPU, 1048576 sessions: %.0f session-steps/s" % out["cuda_1m_steps_per_s"])
 print("memory per session: LSTM state %d B, ip-predict session %d B; training %s s per epoch (6 users, batch 8 as make model, 2 threads)" % (
