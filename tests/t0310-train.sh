@@ -153,6 +153,30 @@ PY
 check_eq "cross-fit: a planted label leak in one user does not reach its out-of-fold scores" ok "$(tail -1 "$TMP/plant.out")"
 check_exit "--cross-fit with --val-users: usage" 64 ip-train -o "$TMP/x" --cross-fit --val-users u1 "$TMP/s.jsonl"
 
+# mean_logit_check MIN_STEPS SKIP_TS OUT MEMBER...: "ok" when OUT's
+# probabilities are sigmoid(mean logit) of the members' within 2e-5 over
+# more than MIN_STEPS steps. Left out: steps of a session's s1 at or before
+# SKIP_TS, and steps where a member is within 1e-3 of 0 or 1 (outputs are
+# rounded to 6 decimals; there rounding dominates the logit).
+mean_logit_check() {
+	python3 -c '
+import json, math, sys
+def load(f):
+	return {(r["session"], r["ts"]): r["p"] for r in map(json.loads, open(f)) if r.get("type") == "prediction"}
+least, skip = int(sys.argv[1]), float(sys.argv[2])
+e, m = load(sys.argv[3]), [load(f) for f in sys.argv[4:]]
+lg = lambda p: math.log(p / (1 - p))
+n = d = 0
+for k, pe in e.items():
+	if k[0].endswith("/s1") and k[1] <= skip: continue
+	for w, p in pe.items():
+		ps = [x[k][w] for x in m]
+		if min(ps) < 1e-3 or max(ps) > 1 - 1e-3: continue
+		z = sum(map(lg, ps)) / len(ps)
+		d = max(d, abs(p - 1 / (1 + math.exp(-z)))); n += 1
+print("ok" if n > least and d < 2e-5 else "%d steps, max difference %g" % (n, d))' "$@" 2>&1
+}
+
 # the final network is the fold mean by default: with two users, fold u1 is
 # exactly the network trained with --val-users u1 (same seed, sequences and
 # normalisation), so without the stacked stage the cross-fitted model must
@@ -171,21 +195,7 @@ cp "$TMP/.out" "$TMP/fm.out"
 check_grep "the fold mean says what it is" \
 	"model lstm-2xh8-l1-.*cross-fitted: every user scored out of fold; final network: the mean of the folds' \(16 units\)" "$TMP/.err"
 check_eq "fold mean: the probability is sigmoid(mean logit) of the two folds' networks" ok \
-	"$(python3 -c '
-import json, math, sys
-def load(f):
-	return {(r["session"], r["ts"]): r["p"] for r in map(json.loads, open(f)) if r.get("type") == "prediction"}
-e, m = load(sys.argv[1]), [load(f) for f in sys.argv[2:]]
-lg = lambda p: math.log(p / (1 - p))
-n = d = 0
-for k, pe in e.items():
-	if k[0].endswith("/s1") and k[1] <= 1060: continue
-	for w, p in pe.items():
-		ps = [x[k][w] for x in m]
-		if min(ps) < 1e-3 or max(ps) > 1 - 1e-3: continue
-		z = sum(map(lg, ps)) / len(ps)
-		d = max(d, abs(p - 1 / (1 + math.exp(-z)))); n += 1
-print("ok" if n > 5000 and d < 2e-5 else "%d steps, max difference %g" % (n, d))' "$TMP/fm.out" "$TMP/fm-u1.out" "$TMP/fm-u2.out" 2>&1)"
+	"$(mean_logit_check 5000 1060 "$TMP/fm.out" "$TMP/fm-u1.out" "$TMP/fm-u2.out")"
 check "--final-net refit" ip-train -o "$TMP/rf" --cross-fit --final-net refit --epochs 1 --hidden 8 --seed 5 "$TMP/s12.jsonl"
 check "predict with the refitted network" ip-predict -v -m "$TMP/rf" "$TMP/s12.jsonl"
 check_grep "--final-net refit: one network, says so" "model lstm-h8-l1-.*final network: refitted on every user \(8 units\)" "$TMP/.err"
@@ -199,8 +209,7 @@ check_exit "--cross-fit with --epochs 0: usage" 64 ip-train -o "$TMP/x" --cross-
 # --ensemble: K networks from seeds SEED.. averaged as one. Without the
 # stacked stage the model's probability is the network's, so the ensemble
 # must give sigmoid(mean logit) of the three networks trained alone from
-# seeds 5, 6 and 7 (outputs are rounded to 6 decimals: steps where a member
-# is within 1e-3 of 0 or 1 are left out, where rounding dominates the logit).
+# seeds 5, 6 and 7.
 for sd in 5 6 7; do
 	ip-train -o "$TMP/e$sd" --epochs 2 --hidden 8 --seed $sd --val-users u4 --no-stack "$TMP/s.jsonl" 2>/dev/null
 	ip-predict -m "$TMP/e$sd" "$TMP/s.jsonl" >"$TMP/e$sd.out" 2>/dev/null
@@ -214,20 +223,7 @@ cp "$TMP/.out" "$TMP/e3.out"
 check_grep "--ensemble: the model says what it is" \
 	"model lstm-3xh8-l1-.*an ensemble of 3 networks \(seeds 5 to 7, averaged as one of 24 units\)" "$TMP/.err"
 check_eq "--ensemble: the ensemble's probability is sigmoid(mean logit) of its members trained alone" ok \
-	"$(python3 -c '
-import json, math, sys
-def load(f):
-	return {(r["session"], r["ts"]): r["p"] for r in map(json.loads, open(f)) if r.get("type") == "prediction"}
-e, m = load(sys.argv[1]), [load(f) for f in sys.argv[2:]]
-lg = lambda p: math.log(p / (1 - p))
-n = d = 0
-for k, pe in e.items():
-	for w, p in pe.items():
-		ps = [x[k][w] for x in m]
-		if min(ps) < 1e-3 or max(ps) > 1 - 1e-3: continue
-		z = sum(map(lg, ps)) / len(ps)
-		d = max(d, abs(p - 1 / (1 + math.exp(-z)))); n += 1
-print("ok" if n > 1000 and d < 2e-5 else "%d steps, max difference %g" % (n, d))' "$TMP/e3.out" "$TMP/e5.out" "$TMP/e6.out" "$TMP/e7.out" 2>&1)"
+	"$(mean_logit_check 1000 0 "$TMP/e3.out" "$TMP/e5.out" "$TMP/e6.out" "$TMP/e7.out")"
 check "--ensemble 2 with --cross-fit" ip-train -o "$TMP/e2cf" --cross-fit --epochs 2 --hidden 8 --seed 5 --ensemble 2 "$TMP/s.jsonl"
 check "--ensemble 1 is the plain network, byte for byte" \
 	sh -c "ip-train -o '$TMP/e1' --epochs 2 --hidden 8 --seed 5 '$TMP/s.jsonl' && cmp '$TMP/e1' '$TMP/m1'"
