@@ -178,19 +178,19 @@ MODEL_DATA ?= ../shared/data/balabit-mouse
 model: $(B)/bin/ip-collect $(B)/bin/ip-train
 	$(Q)IPKIT_BIN=$(B)/bin MODEL_DATA=$(MODEL_DATA) models/make-model.sh
 
-$(B)/ipkit.pc: Makefile
-	@mkdir -p $(@D)
-	$(Q)printf 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: ipkit\nDescription: ipkit idle prediction and session migration library\nVersion: %s\nRequires: %s\nLibs: -L$${libdir} -lipkit -lm -lpthread -ldl\nCflags: -I$${includedir}\n' \
-		'$(PREFIX)' '$(LIBDIR)' '$(INCLUDEDIR)' '$(VERSION)' '$(PKGS)' > $@
-
-install: all $(B)/libipkit.a $(B)/ipkit.pc
+# The pkg-config file is written at install time from this run's PREFIX,
+# LIBDIR and INCLUDEDIR: a copy kept in build/ would go stale when they
+# change between two installs.
+install: all $(B)/libipkit.a
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/ipkit $(DESTDIR)$(PKGCONFIGDIR) \
 		$(DESTDIR)$(MANPREFIX)/man1 $(DESTDIR)$(MANPREFIX)/man5 $(DESTDIR)$(MANPREFIX)/man7 \
 		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
 	install -m 755 $(BINS) $(DESTDIR)$(BINDIR)/
 	install -m 644 $(B)/libipkit.a $(DESTDIR)$(LIBDIR)/
 	install -m 644 $(HDRS) $(DESTDIR)$(INCLUDEDIR)/ipkit/
-	install -m 644 $(B)/ipkit.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	printf 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: ipkit\nDescription: ipkit idle prediction and session migration library\nVersion: %s\nRequires: %s\nLibs: -L$${libdir} -lipkit -lm -lpthread -ldl\nCflags: -I$${includedir}\n' \
+		'$(PREFIX)' '$(LIBDIR)' '$(INCLUDEDIR)' '$(VERSION)' '$(PKGS)' > $(DESTDIR)$(PKGCONFIGDIR)/ipkit.pc
+	chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/ipkit.pc
 	for m in man/*.[157]; do install -m 644 $$m $(DESTDIR)$(MANPREFIX)/man$${m##*.}/; done
 	for t in $(TOOLS); do install -m 644 completions/bash/$$t $(DESTDIR)$(BASHCOMPDIR)/$$t; \
 		install -m 644 completions/zsh/_$$t $(DESTDIR)$(ZSHCOMPDIR)/_$$t; done

@@ -43,6 +43,13 @@ if cc -o "$TMP/use" "$TMP/use.c" $flags 2>>"$TMP/err" && "$TMP/use" | grep -q va
 else
 	fail "a program builds against the installed library with pkg-config" "$(head -c 300 "$TMP/err")"
 fi
+# a second install under another prefix describes that prefix, not the first
+if make -s -C "$IPKIT_TOP" install DESTDIR="$TMP/root2" PREFIX=/opt/ipkit >"$TMP/log" 2>&1; then
+	check_eq "pkg-config file of a second install names its own prefix" "prefix=/opt/ipkit includedir=/opt/ipkit/include" \
+		"$(grep -E '^(prefix|includedir)=' "$TMP/root2/opt/ipkit/lib/pkgconfig/ipkit.pc" | tr '\n' ' ' | sed 's/ $//')"
+else
+	fail "make install under a second prefix" "$(tail -5 "$TMP/log")"
+fi
 make -s -C "$IPKIT_TOP" uninstall DESTDIR="$d" PREFIX=/usr/local >/dev/null 2>&1
 left=$(find "$d" -type f | head -3)
 check_eq "make uninstall removes what install put" "" "$left"
