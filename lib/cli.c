@@ -211,9 +211,28 @@ int ipk_cli_usage_error(struct ipk_cli *cli, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(cli->errf, fmt, ap);
 	va_end(ap);
+	/* a bad value in the configuration file is the file's fault, not the
+	 * command line's */
+	if (origin) {
+		fputc('\n', cli->errf);
+		cli->status = IPK_EXIT_CONFIG;
+		return -1;
+	}
 	fprintf(cli->errf, "\nTry '%s --help' for more information.\n", cli->prog->name);
 	cli->status = IPK_EXIT_USAGE;
 	return -1;
+}
+
+/* After --help or --version: a full disk or a closed pipe is an error,
+ * not success. */
+static int info_written(struct ipk_cli *cli)
+{
+	cli->status = IPK_EXIT_OK;
+	if (fflush(cli->out) != 0 || ferror(cli->out)) {
+		fprintf(cli->errf, "%s: cannot write output: %s\n", cli->prog->name, strerror(errno));
+		cli->status = IPK_EXIT_IOERR;
+	}
+	return 1;
 }
 
 static int handle_common(struct ipk_cli *cli, int key)
@@ -233,12 +252,10 @@ static int handle_common(struct ipk_cli *cli, int key)
 		return 0; /* read in ipk_cli_init */
 	case IPK_OPT_HELP:
 		ipk_cli_usage(cli, cli->out);
-		cli->status = IPK_EXIT_OK;
-		return 1;
+		return info_written(cli);
 	case IPK_OPT_VERSION:
 		fprintf(cli->out, "%s (ipkit) %s\n", cli->prog->name, IPK_VERSION);
-		cli->status = IPK_EXIT_OK;
-		return 1;
+		return info_written(cli);
 	}
 	return -1;
 }
@@ -262,6 +279,10 @@ static int refuse_abbreviations(struct ipk_cli *cli)
 		const struct ipk_opt *o = find_opt(cli->prog, name);
 		if (!o) {
 			ipk_cli_usage_error(cli, "unknown option '--%s'", name);
+			return -1;
+		}
+		if (o->has_arg == no_argument && arg[2 + len] == '=') {
+			ipk_cli_usage_error(cli, "option '--%s' takes no argument", name);
 			return -1;
 		}
 		if (o->has_arg == required_argument && !arg[2 + len])
@@ -404,6 +425,15 @@ enum ipk_read_result ipk_cli_next_record(const struct ipk_cli *cli, struct ipk_r
 			return IPK_READ_ERROR;
 		ipk_warn(cli, "%s (skipped)", err->msg);
 	}
+}
+
+int ipk_cli_bad_line(void *arg, const char *msg)
+{
+	const struct ipk_cli *cli = arg;
+	if (cli->strict)
+		return -1;
+	ipk_warn(cli, "%s (skipped)", msg);
+	return 0;
 }
 
 void ipk_info(const struct ipk_cli *cli, const char *fmt, ...)

@@ -80,8 +80,11 @@ int ipk_cli_init(struct ipk_cli *cli, const struct ipk_prog *prog, int argc, cha
  * printed to cli->errf). */
 int ipk_cli_next(struct ipk_cli *cli);
 
-/* Print "prog: message" to cli->errf and return IPK_EXIT_USAGE, for option
- * values the program rejects. Also prints "Try 'prog --help'". */
+/* For option values the program rejects: print "prog: message" to
+ * cli->errf, set cli->status and return -1. On the command line the status
+ * is IPK_EXIT_USAGE and "Try 'prog --help'" follows; for a value from the
+ * configuration file the message starts "FILE:LINE: " and the status is
+ * IPK_EXIT_CONFIG. */
 int ipk_cli_usage_error(struct ipk_cli *cli, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
@@ -106,6 +109,11 @@ int ipk_fail(const struct ipk_cli *cli, const struct ipk_err *err);
  * IPK_READ_ERROR with err set (an I/O error, or a bad line under --strict). */
 enum ipk_read_result ipk_cli_next_record(const struct ipk_cli *cli, struct ipk_reader *r, struct ipk_record *rec,
 					 struct ipk_err *err);
+
+/* The same policy for a reader that reports bad lines by callback
+ * (ipk_dataset_read): arg is the struct ipk_cli. Warns "msg (skipped)" and
+ * returns 0, or under --strict returns -1 to stop. */
+int ipk_cli_bad_line(void *arg, const char *msg);
 
 /* A repeatable KEY=VALUE option such as --map: the arguments as given (they
  * point into argv or the config and live as long as the ipk_cli). */

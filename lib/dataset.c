@@ -139,37 +139,44 @@ int ipk_dataset_add(struct ipk_dataset *d, const struct ipk_sample *smp, struct 
 	return 0;
 }
 
-int ipk_dataset_read(struct ipk_dataset *d, const char *path, long *bad, struct ipk_err *err)
+int ipk_dataset_read(struct ipk_dataset *d, const char *path, ipk_dataset_bad_fn bad, void *arg,
+		     struct ipk_err *err)
 {
 	struct ipk_reader *r = ipk_reader_open(path, err);
 	if (!r)
 		return -1;
 	struct ipk_record rec;
 	struct ipk_sample smp;
-	struct ipk_err e2 = { 0 };
 	int rc = 0;
 	for (;;) {
+		struct ipk_err e2 = { 0 };
 		enum ipk_read_result res = ipk_reader_next(r, &rec, &e2);
 		if (res == IPK_READ_EOF)
 			break;
 		if (res == IPK_READ_ERROR) {
-			ipk_err_set(err, e2.code, "%s", e2.msg);
-			rc = -1;
+			rc = ipk_err_set(err, e2.code, "%s", e2.msg);
 			break;
 		}
-		if (res == IPK_READ_BAD || strcmp(rec.type, "sample") != 0)
-			goto skip;
-		if (ipk_sample_from_json(rec.json, &smp, &e2) < 0)
-			goto skip;
-		if (ipk_dataset_add(d, &smp, err) < 0) {
-			rc = -1;
+		if (res == IPK_READ_RECORD && strcmp(rec.type, "sample") != 0)
+			continue;
+		if (res == IPK_READ_RECORD && ipk_sample_from_json(rec.json, &smp, &e2) == 0) {
+			if (ipk_dataset_add(d, &smp, err) < 0) {
+				rc = -1;
+				break;
+			}
+			continue;
+		}
+		/* the reader's message names the input and line already; the
+		 * sample parser's names only the field */
+		char msg[sizeof(e2.msg)];
+		if (res == IPK_READ_BAD)
+			snprintf(msg, sizeof(msg), "%s", e2.msg);
+		else
+			snprintf(msg, sizeof(msg), "input '%s' line %ld: %.900s", ipk_reader_name(r), rec.lineno, e2.msg);
+		if (bad && bad(arg, msg) < 0) {
+			rc = ipk_err_set(err, IPK_EXIT_DATAERR, "%s", msg);
 			break;
 		}
-		continue;
-skip:
-		if (res == IPK_READ_BAD || !strcmp(rec.type, "sample"))
-			if (bad)
-				(*bad)++;
 	}
 	ipk_reader_close(r);
 	return rc;

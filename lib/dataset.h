@@ -52,11 +52,19 @@ void ipk_dataset_free(struct ipk_dataset *d);
  * out_of_order and skipped), or -1 with err set when out of memory. */
 int ipk_dataset_add(struct ipk_dataset *d, const struct ipk_sample *s, struct ipk_err *err);
 
+/* What ipk_dataset_read() does with a bad line: msg names the input, the
+ * line and the fault ("input 'F' line N: ..."). Return 0 to skip the line,
+ * -1 to stop reading there (--strict). */
+typedef int (*ipk_dataset_bad_fn)(void *arg, const char *msg);
+
 /* Read every "sample" record of a record file (path, "-" for standard
- * input) into d; other records are ignored. Bad lines are counted into
- * *bad (when not NULL) and skipped. Returns 0, or -1 with err set (the
- * file cannot be opened or read, out of memory). */
-int ipk_dataset_read(struct ipk_dataset *d, const char *path, long *bad, struct ipk_err *err);
+ * input) into d; other records are ignored. A bad line (not a record, or a
+ * sample record with a missing or invalid field) is passed to bad(arg, ..)
+ * (NULL: skipped silently). Returns 0, or -1 with err set: the file cannot
+ * be opened or read, out of memory, or bad() asked to stop (err then holds
+ * that line's message with code IPK_EXIT_DATAERR). */
+int ipk_dataset_read(struct ipk_dataset *d, const char *path, ipk_dataset_bad_fn bad, void *arg,
+		     struct ipk_err *err);
 
 /* The dataset's distinct users ("" included when a series has none),
  * sorted, into users (at most max). Returns how many there are. */

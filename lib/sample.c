@@ -198,25 +198,48 @@ size_t ipk_sample_format(const struct ipk_sample *s, char *buf, size_t cap)
 int ipk_sample_from_json(const cJSON *obj, struct ipk_sample *s, struct ipk_err *err)
 {
 	memset(s, 0, sizeof(*s));
-	copy_str(s->session, sizeof(s->session), cJSON_GetObjectItemCaseSensitive(obj, "session")->valuestring);
+	const char *session = cJSON_GetObjectItemCaseSensitive(obj, "session")->valuestring;
+	if (!session[0])
+		return ipk_err_set(err, IPK_EXIT_DATAERR, "sample record: field 'session' must not be empty");
+	copy_str(s->session, sizeof(s->session), session);
 	s->ts = cJSON_GetObjectItemCaseSensitive(obj, "ts")->valuedouble;
 	s->interval = cJSON_GetObjectItemCaseSensitive(obj, "interval")->valuedouble;
+	if (!(s->interval > 0) || !isfinite(s->interval))
+		return ipk_err_set(err, IPK_EXIT_DATAERR, "sample record: field 'interval' must be above 0 seconds (%g)",
+				   s->interval);
+	static const char *const names[] = { "user", "host" };
+	char *dst[] = { s->user, s->host };
+	size_t cap[] = { sizeof(s->user), sizeof(s->host) };
 	const cJSON *it;
-	if (cJSON_IsString(it = cJSON_GetObjectItemCaseSensitive(obj, "user")))
-		copy_str(s->user, sizeof(s->user), it->valuestring);
-	if (cJSON_IsString(it = cJSON_GetObjectItemCaseSensitive(obj, "host")))
-		copy_str(s->host, sizeof(s->host), it->valuestring);
+	for (int i = 0; i < 2; i++) {
+		if (!(it = cJSON_GetObjectItemCaseSensitive(obj, names[i])))
+			continue;
+		if (!cJSON_IsString(it))
+			return ipk_err_set(err, IPK_EXIT_DATAERR, "sample record: field '%s' must be a string", names[i]);
+		copy_str(dst[i], cap[i], it->valuestring);
+	}
 	const cJSON *src = cJSON_GetObjectItemCaseSensitive(obj, "sources");
-	cJSON_ArrayForEach(it, src)
-		if (cJSON_IsString(it))
-			add_source(s, it->valuestring);
+	if (src && !cJSON_IsArray(src))
+		return ipk_err_set(err, IPK_EXIT_DATAERR, "sample record: field 'sources' must be an array of strings");
+	cJSON_ArrayForEach(it, src) {
+		if (!cJSON_IsString(it))
+			return ipk_err_set(err, IPK_EXIT_DATAERR, "sample record: field 'sources' must be an array of strings");
+		add_source(s, it->valuestring);
+	}
 	for (int f = 0; f < IPK_F_COUNT; f++) {
 		it = cJSON_GetObjectItemCaseSensitive(obj, fields[f].name);
 		if (!it)
 			continue;
 		if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble))
 			return ipk_err_set(err, IPK_EXIT_DATAERR, "sample record: field '%s' must be a number", fields[f].name);
-		ipk_sample_set_field(s, f, it->valuedouble);
+		double v = it->valuedouble;
+		if (v < 0)
+			return ipk_err_set(err, IPK_EXIT_DATAERR, "sample record: field '%s' must not be negative (%g)",
+					   fields[f].name, v);
+		if ((f == IPK_F_CPU || f == IPK_F_GPU) && v > 1)
+			return ipk_err_set(err, IPK_EXIT_DATAERR,
+					   "sample record: field '%s' is a utilisation from 0 to 1 (%g)", fields[f].name, v);
+		ipk_sample_set_field(s, f, v);
 	}
 	return 0;
 }

@@ -95,8 +95,12 @@ cJSON *ipk_sample_to_json(const struct ipk_sample *s);
 size_t ipk_sample_format(const struct ipk_sample *s, char *buf, size_t cap);
 
 /* Parse a "sample" record (already validated by the reader) into s. Fields
- * of unknown name are ignored; a known field that is not a number gives -1
- * with err naming it. */
+ * of unknown name are ignored. Gives -1 with err naming the field when the
+ * record is outside ipkit-records(7): an empty session, an interval not
+ * above 0, a user or host that is not a string, sources that are not an
+ * array of strings, a known field that is not a finite number, a negative
+ * one (every field is a count, an amount or a time), or a cpu or gpu
+ * utilisation above 1. */
 int ipk_sample_from_json(const cJSON *obj, struct ipk_sample *s, struct ipk_err *err);
 
 /* Samples of one interval, at most one per session (merging on add). */

@@ -22,6 +22,17 @@ for t in "${tools[@]}"; do
 	else
 		fail "$t unknown option: exit 64, message on stderr only" "exit $rc: $(head -c 200 "$TMP/err")"
 	fi
+	"$t" --verbose=2 >"$TMP/out" 2>"$TMP/err"
+	rc=$?
+	if [ $rc = 64 ] && grep -q "^$t: option '--verbose' takes no argument" "$TMP/err" && [ ! -s "$TMP/out" ]; then
+		ok "$t flag given a value: exit 64, says it takes none"
+	else
+		fail "$t flag given a value: exit 64, says it takes none" "exit $rc: $(head -c 200 "$TMP/err")"
+	fi
+	if [ -w /dev/full ]; then
+		check_exit "$t --version to a full device: exit 74" 74 sh -c '"$0" --version >/dev/full' "$t"
+		check_exit "$t --help to a full device: exit 74" 74 sh -c '"$0" --help >/dev/full' "$t"
+	fi
 	# Abbreviations of long options are refused.
 	long=$(grep -oE -- '--[a-z][a-z-]{4,}' "$TMP/help" | grep -v -- '--help\|--version\|--verbose' | head -1)
 	if [ -n "$long" ]; then

@@ -245,6 +245,26 @@ grep '"user":"u1"' "$TMP/s.jsonl" >"$TMP/one.jsonl"
 check_exit "one user cannot be split" 65 ip-train -o "$TMP/x" "$TMP/one.jsonl"
 check_exit "one user cannot be cross-fitted" 65 ip-train -o "$TMP/x" --cross-fit "$TMP/one.jsonl"
 check_exit "windows must ascend" 64 ip-train -o "$TMP/x" --windows 10,5 "$TMP/s.jsonl"
+for bad in 5,,10 5,10, ,5 0x10 1e1 -5; do
+	check_exit "--windows '$bad': usage" 64 ip-train -o "$TMP/x" --windows "$bad" "$TMP/s.jsonl"
+done
+printf '# a value ip-train refuses\nip-train.hidden = 0\n' >"$TMP/bad.conf"
+check_exit "a bad value in the configuration file: exit 78" 78 ip-train --config "$TMP/bad.conf" -o "$TMP/x" "$TMP/s.jsonl"
+check_grep "... naming the file and line" "^ip-train: .*bad.conf:2: invalid value '0' for --hidden" "$TMP/.err"
+# bad sample lines: each named (input, line, field) and skipped, or with
+# --strict the first one stops the run before any training
+{
+	head -3 "$TMP/s.jsonl"
+	echo '{"type":"sample","v":1,"ts":1,"session":"u1/s1","interval":1,"events":"x"}'
+	echo 'not json'
+	echo '{"type":"sample","v":1,"ts":1,"session":"u1/s1","interval":-1}'
+} >"$TMP/bad.jsonl"
+check_exit "bad sample line with --strict: exit 65" 65 ip-train --strict -o "$TMP/x" --epochs 1 --hidden 4 "$TMP/s.jsonl" "$TMP/bad.jsonl"
+check_grep "... naming the first bad line and field" "^ip-train: input '.*bad.jsonl' line 4: sample record: field 'events' must be a number$" "$TMP/.err"
+check "bad sample lines skipped without --strict" ip-train -o "$TMP/xb" --epochs 1 --hidden 4 "$TMP/s.jsonl" "$TMP/bad.jsonl"
+check_eq "... one warning each, naming input and line" "4|5|6" \
+	"$(sed -n "s/^ip-train: input '.*bad.jsonl' line \([0-9]\): .*(skipped)$/\1/p" "$TMP/.err" | paste -sd'|')"
+rm -f "$TMP/xb"
 check_exit "missing input" 66 ip-train -o "$TMP/x" "$TMP/nonexistent"
 check_exit "unwritable output" 73 ip-train -o "$TMP/no/such/dir/m" --epochs 1 --hidden 4 "$TMP/s.jsonl"
 [ ! -e "$TMP/x" ] && ok "no model left behind by failures" || fail "no model left behind by failures"

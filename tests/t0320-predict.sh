@@ -102,6 +102,31 @@ check_exit "--table without --eval" 64 ip-predict -m "$TMP/m" --table "$TMP/s.js
 echo '{"type":"sample","v":1,"ts":1,"session":"x","interval":1,"events":"many"}' >"$TMP/bad.jsonl"
 check_exit "bad sample with --strict" 65 ip-predict -m "$TMP/m" --strict "$TMP/bad.jsonl"
 check_exit "bad sample skipped without" 0 ip-predict -m "$TMP/m" "$TMP/bad.jsonl"
+check_grep "bad sample: input, line and field named" "^ip-predict: input '.*bad.jsonl' line 1: sample record: field 'events' must be a number \(skipped\)$" "$TMP/.err"
+# samples outside ipkit-records(7): each refused with its line and field,
+# the good ones around them still predicted
+{
+	echo '{"type":"sample","v":1,"ts":1,"session":"x","interval":1,"events":1}'
+	echo '{"type":"sample","v":1,"ts":2,"session":"x","interval":0}'
+	echo '{"type":"sample","v":1,"ts":3,"session":"x","interval":1,"events":-4}'
+	echo '{"type":"sample","v":1,"ts":4,"session":"x","interval":1,"cpu":7}'
+	echo '{"type":"sample","v":1,"ts":5,"session":"","interval":1}'
+	echo '{"type":"sample","v":1,"ts":6,"session":"x","interval":1,"user":5}'
+	echo '{"type":"sample","v":1,"ts":7,"session":"x","interval":1,"sources":"replay"}'
+	echo '{"type":"sample","v":1,"ts":8,"session":"x","interval":1,"events":0,"cpu":1}'
+} >"$TMP/range.jsonl"
+check "samples out of range skipped" ip-predict -m "$TMP/m" "$TMP/range.jsonl"
+check_eq "samples out of range: only the two good ones predicted" "1 8" \
+	"$(grep -o '"ts":[0-9]*' "$TMP/.out" | cut -d: -f2 | tr '\n' ' ' | sed 's/ $//')"
+check_eq "samples out of range: one message each, naming line and field" \
+	"2 interval|3 events|4 cpu|5 session|6 user|7 sources" \
+	"$(sed -n "s/^ip-predict: input '.*range.jsonl' line \([0-9]\): sample record: field '\([a-z]*\)'.*(skipped)$/\1 \2/p" "$TMP/.err" | paste -sd'|')"
+check_exit "samples out of range with --strict: the first stops it" 65 ip-predict -m "$TMP/m" --strict "$TMP/range.jsonl"
+check_grep "--strict names the first bad line" "range.jsonl' line 2: sample record: field 'interval'" "$TMP/.err"
+check_exit "--eval --strict stops at a bad line" 65 ip-predict -m "$TMP/m" --eval --strict "$TMP/s.jsonl" "$TMP/range.jsonl"
+check_grep "--eval --strict names the input, line and field" "^ip-predict: input '.*range.jsonl' line 2: sample record: field 'interval' must be above 0" "$TMP/.err"
+check "--eval skips bad lines" ip-predict -m "$TMP/m" --eval "$TMP/s.jsonl" "$TMP/range.jsonl"
+check_eq "--eval: one warning per bad line" 6 "$(grep -c "range.jsonl' line [2-7]: .*(skipped)$" "$TMP/.err")"
 
 # evaluation: sessions of the model's training users fit the baselines and
 # are not scored; the others get the model, the three baselines and the

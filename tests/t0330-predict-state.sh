@@ -131,6 +131,16 @@ if command -v gnuplot >/dev/null; then
 	check "--plot PNG with --eval and --plot-session" ip-predict -m "$TMP/m" --eval --plot "$TMP/p.png" --plot-session alice/s2 "$TMP/a1.jsonl"
 	check_eq "PNG drawn" "$(printf '\211PNG')" "$(head -c 4 "$TMP/p.png")"
 	check_exit "--plot-session that is not in the input" 65 ip-predict -m "$TMP/m" --plot "$TMP/q.svg" --plot-session nobody "$TMP/a1.jsonl"
+	check_exit "--plot into a missing directory: refused before the input is read" 73 \
+		ip-predict -m "$TMP/m" --plot "$TMP/no/such/p.svg" "$TMP/a1.jsonl"
+	check_eq "... and nothing on stdout" 0 "$(wc -c <"$TMP/.out")"
+	check_grep "... naming the plot and the directory" "plot '.*/no/such/p.svg': cannot write in '.*/no/such'" "$TMP/.err"
+	mkdir -p "$TMP/q'dir"
+	check "--plot to a name with a quote" ip-predict -m "$TMP/m" --plot "$TMP/q'dir/it's.svg" "$TMP/a1.jsonl"
+	check_grep "... drawn" "alice/s1" "$TMP/q'dir/it's.svg"
+	check_eq "... stdout holds only the predictions" "$(wc -l <"$TMP/a1.jsonl") 0" \
+		"$(wc -l <"$TMP/.out") $(grep -vc '^{"type":"prediction"' "$TMP/.out")"
+	check_eq "... no working file left beside it" "it's.svg" "$(ls -A "$TMP/q'dir")"
 else
 	skip "--plot" "gnuplot is not installed"
 fi

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -144,6 +145,46 @@ static int have_gnuplot(void)
 	return system("command -v gnuplot >/dev/null 2>&1") == 0;
 }
 
+/* The directory of file ("." when it names none) into dir. */
+static void plot_dir(const char *file, char *dir, size_t cap)
+{
+	const char *slash = strrchr(file, '/');
+	if (!slash)
+		snprintf(dir, cap, ".");
+	else if (slash == file)
+		snprintf(dir, cap, "/");
+	else
+		snprintf(dir, cap, "%.*s", (int)(slash - file), file);
+}
+
+/* Checked before the input is read, so that a plot that cannot be written
+ * is known before the work is done. */
+static int plot_check(const struct plot *pl, struct ipk_err *err)
+{
+	char dir[4096];
+	plot_dir(pl->file, dir, sizeof(dir));
+	if (access(dir, W_OK | X_OK) != 0)
+		return ipk_err_set(err, IPK_EXIT_CANTCREAT, "plot '%s': cannot write in '%s': %s", pl->file, dir,
+				   strerror(errno));
+	return 0;
+}
+
+/* s as a gnuplot single-quoted string's contents (a quote doubled), into
+ * out; -1 when it does not fit. */
+static int gp_quote(const char *s, char *out, size_t cap)
+{
+	size_t k = 0;
+	for (; *s; s++) {
+		if (k + 3 > cap)
+			return -1;
+		if (*s == '\'')
+			out[k++] = '\'';
+		out[k++] = *s;
+	}
+	out[k] = 0;
+	return 0;
+}
+
 static int plot_draw(struct plot *pl, struct ipk_err *err)
 {
 	if (!pl->n)
@@ -166,10 +207,25 @@ static int plot_draw(struct plot *pl, struct ipk_err *err)
 		unlink(data);
 		return ipk_err_set(err, IPK_EXIT_IOERR, "plot '%s': writing %s: %s", pl->file, data, strerror(errno));
 	}
-	FILE *g = popen("gnuplot", "w");
-	if (!g) {
+	/* gnuplot draws into a file beside the target, renamed onto it when
+	 * done: no half-drawn plot, and nothing of gnuplot's on our stdout */
+	char dir[4096], out[4200], qout[8600];
+	plot_dir(pl->file, dir, sizeof(dir));
+	snprintf(out, sizeof(out), "%s/.ip-predict-plot-XXXXXX", dir);
+	int ofd = mkstemp(out);
+	if (ofd < 0) {
+		int e = errno;
 		unlink(data);
-		return ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "plot '%s': cannot run gnuplot: %s", pl->file, strerror(errno));
+		return ipk_err_set(err, IPK_EXIT_CANTCREAT, "plot '%s': cannot create a file in '%s': %s", pl->file, dir,
+				   strerror(e));
+	}
+	close(ofd);
+	FILE *g = gp_quote(out, qout, sizeof(qout)) == 0 ? popen("exec gnuplot >&2", "w") : NULL;
+	if (!g) {
+		int e = errno;
+		unlink(data);
+		unlink(out);
+		return ipk_err_set(err, IPK_EXIT_UNAVAILABLE, "plot '%s': cannot run gnuplot: %s", pl->file, strerror(e));
 	}
 	char esc[256];
 	size_t k = 0;
@@ -187,12 +243,22 @@ static int plot_draw(struct plot *pl, struct ipk_err *err)
 		"plot '%s' using 1:($3 > 0 ? 1 : 1/0):(1.0) with boxes lc rgb '#bbbbbb' title 'input in the interval', "
 		"'' using 1:2 with lines lw 1.5 lc rgb '#1f5fbf' title 'p', "
 		"%g with lines dt 2 lc rgb '#c03030' title 'threshold %.3g'\n",
-		plot_terminal(pl->file), pl->file, esc, pl->window, data, pl->threshold, pl->threshold);
+		plot_terminal(pl->file), qout, esc, pl->window, data, pl->threshold, pl->threshold);
 	int st = pclose(g);
 	unlink(data);
-	if (st != 0)
+	if (st != 0) {
+		unlink(out);
 		return ipk_err_set(err, WIFEXITED(st) && WEXITSTATUS(st) == 127 ? IPK_EXIT_UNAVAILABLE : IPK_EXIT_CANTCREAT,
 				   "plot '%s': gnuplot failed (status %d)", pl->file, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	}
+	/* mkstemp made it 0600; a plot is for reading */
+	mode_t um = umask(0);
+	umask(um);
+	if (chmod(out, 0666 & ~um) != 0 || rename(out, pl->file) != 0) {
+		int e = errno;
+		unlink(out);
+		return ipk_err_set(err, IPK_EXIT_CANTCREAT, "plot '%s': %s", pl->file, strerror(e));
+	}
 	return 0;
 }
 
@@ -316,12 +382,12 @@ static int predict_file(struct ipk_cli *cli, const char *path, struct stream *sm
 			continue;
 		}
 		if (ipk_sample_from_json(rec.json, &s, &e2) < 0) {
-			ipk_err_set(&e2, IPK_EXIT_DATAERR, "input '%s' line %ld: %.900s", name, rec.lineno, e2.msg);
 			if (cli->strict) {
-				rc = ipk_err_set(err, e2.code, "%s", e2.msg);
+				rc = ipk_err_set(err, IPK_EXIT_DATAERR, "input '%s' line %ld: %.900s", name, rec.lineno,
+						 e2.msg);
 				break;
 			}
-			ipk_warn(cli, "%s", e2.msg);
+			ipk_warn(cli, "input '%s' line %ld: %s (skipped)", name, rec.lineno, e2.msg);
 			continue;
 		}
 		if (sm->batched) {
@@ -402,18 +468,11 @@ static struct ipk_dataset *read_samples(struct ipk_cli *cli, int nfile, char **f
 		ipk_err_set(err, IPK_EXIT_OSERR, "gather samples: out of memory");
 		return NULL;
 	}
-	long bad = 0;
-	if (!nfile && ipk_dataset_read(d, "-", &bad, err) < 0)
+	if (!nfile && ipk_dataset_read(d, "-", ipk_cli_bad_line, cli, err) < 0)
 		goto fail;
 	for (int i = 0; i < nfile; i++)
-		if (ipk_dataset_read(d, files[i], &bad, err) < 0)
+		if (ipk_dataset_read(d, files[i], ipk_cli_bad_line, cli, err) < 0)
 			goto fail;
-	if (bad && cli->strict) {
-		ipk_err_set(err, IPK_EXIT_DATAERR, "read samples: %ld bad sample line(s)", bad);
-		goto fail;
-	}
-	if (bad)
-		ipk_warn(cli, "skipped %ld bad sample line(s)", bad);
 	return d;
 fail:
 	ipk_dataset_free(d);
@@ -537,6 +596,10 @@ static int cmd_predict(int argc, char **argv)
 		status = (ipk_cli_usage_error(&cli, "--plot-session needs --plot"), IPK_EXIT_USAGE);
 		goto done;
 	}
+	if (plot.file && strchr(plot.file, '\n')) {
+		status = (ipk_cli_usage_error(&cli, "--plot: a file name with a newline is not supported"), IPK_EXIT_USAGE);
+		goto done;
+	}
 	if (plot.file && !plot_terminal(plot.file)) {
 		status = (ipk_cli_usage_error(&cli, "--plot '%s': name an .svg or .png file", plot.file), IPK_EXIT_USAGE);
 		goto done;
@@ -554,6 +617,8 @@ static int cmd_predict(int argc, char **argv)
 		ipk_err_set(&err, IPK_EXIT_UNAVAILABLE, "plot '%s': gnuplot is not installed", plot.file);
 		goto fail;
 	}
+	if (plot.file && plot_check(&plot, &err) < 0)
+		goto fail;
 	signal(SIGPIPE, SIG_IGN);
 	ipk_writer_init(&w, stdout);
 	if (bench) {

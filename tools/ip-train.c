@@ -58,21 +58,31 @@ static void progress(void *arg, const char *stage, int epoch, double loss, doubl
 		ipk_info(arg, "%s: epoch %d: training loss %.5f, %.1f s", stage, epoch, loss, secs);
 }
 
+/* --windows: positive decimal seconds, ascending, comma-separated; an
+ * empty element, a sign, a hex or an exponent form is refused. */
 static int parse_windows(struct ipk_cli *cli, const char *a, struct ipk_train_opts *o)
 {
-	char buf[256];
-	snprintf(buf, sizeof(buf), "%s", a);
 	int n = 0;
-	for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		char *end;
-		double v = strtod(t, &end);
-		if (*end || !(v > 0) || v > 86400 || n == IPK_LSTM_MAX_OUT || (n && !(v > o->window[n - 1])))
-			return ipk_cli_usage_error(cli, "invalid --windows '%s' (ascending seconds, at most %d)", a,
-						   IPK_LSTM_MAX_OUT), -1;
+	for (const char *t = a;; t++) {
+		size_t len = strcspn(t, ",");
+		char buf[32];
+		double v = 0;
+		int ok = len > 0 && len < sizeof(buf) && strspn(t, "0123456789.") == len && n < IPK_LSTM_MAX_OUT;
+		if (ok) {
+			memcpy(buf, t, len);
+			buf[len] = 0;
+			char *end;
+			v = strtod(buf, &end);
+			ok = !*end && v > 0 && v <= 86400 && (!n || v > o->window[n - 1]);
+		}
+		if (!ok)
+			return ipk_cli_usage_error(cli, "invalid --windows '%s' (ascending seconds up to 86400, at most %d)",
+						   a, IPK_LSTM_MAX_OUT), -1;
 		o->window[n++] = v;
+		t += len;
+		if (!*t)
+			break;
 	}
-	if (!n)
-		return ipk_cli_usage_error(cli, "invalid --windows '%s'", a), -1;
 	o->nwin = n;
 	return 0;
 }
@@ -193,20 +203,13 @@ static int cmd_train(int argc, char **argv)
 		ipk_err_set(&err, IPK_EXIT_OSERR, "gather samples: out of memory");
 		goto fail;
 	}
-	long bad = 0;
 	if (cli.optind == argc) {
-		if (ipk_dataset_read(d, "-", &bad, &err) < 0)
+		if (ipk_dataset_read(d, "-", ipk_cli_bad_line, &cli, &err) < 0)
 			goto fail;
 	}
 	for (int i = cli.optind; i < argc; i++)
-		if (ipk_dataset_read(d, argv[i], &bad, &err) < 0)
+		if (ipk_dataset_read(d, argv[i], ipk_cli_bad_line, &cli, &err) < 0)
 			goto fail;
-	if (bad && cli.strict) {
-		ipk_err_set(&err, IPK_EXIT_DATAERR, "read samples: %ld bad sample line(s)", bad);
-		goto fail;
-	}
-	if (bad)
-		ipk_warn(&cli, "skipped %ld bad sample line(s)", bad);
 	if (d->out_of_order)
 		ipk_warn(&cli, "skipped %ld sample(s) not after their session's previous one", d->out_of_order);
 	ipk_info(&cli, "%ld samples of %d sessions", d->samples, d->n);

@@ -54,7 +54,7 @@ int main(void)
 	strcpy(m->session, "q\"uote\\back\nline");
 	ipk_sample_set_field(m, IPK_F_MOUSE_PX, 1234.56789012);
 	ipk_sample_set_field(m, IPK_F_RX_BYTES, 123456789012345.0);
-	ipk_sample_set_field(m, IPK_F_CPU_S, -0.25);
+	ipk_sample_set_field(m, IPK_F_CPU_S, 0.25);
 	m->ts = 1764115200.123456;
 	size_t len = ipk_sample_format(m, line, sizeof(line));
 	CHECK("fast format fits", len > 0 && len == strlen(line));
@@ -67,7 +67,7 @@ int main(void)
 	CHECK("mask round trip", f2.mask == m->mask);
 	CHECK_NEAR("fraction to 1e-6", f2.val[IPK_F_MOUSE_PX], 1234.56789, 1e-9);
 	CHECK_NEAR("big integer exact", f2.val[IPK_F_RX_BYTES], 123456789012345.0, 0);
-	CHECK_NEAR("negative fraction", f2.val[IPK_F_CPU_S], -0.25, 0);
+	CHECK_NEAR("fraction", f2.val[IPK_F_CPU_S], 0.25, 0);
 	CHECK_NEAR("timestamp to the microsecond", f2.ts, 1764115200.123456, 1e-6);
 	CHECK("too small a buffer refused", ipk_sample_format(m, line, 100) == 0);
 	cJSON_Delete(fj);
@@ -78,9 +78,37 @@ int main(void)
 	CHECK("huge value in exponent form", strcmp(nb, "3e+20") == 0 || strcmp(nb, "300000000000000000000") == 0);
 	nb[ipk_json_number(nb, NAN)] = 0;
 	CHECK("NaN as null", strcmp(nb, "null") == 0);
+	nb[ipk_json_number(nb, -0.25)] = 0;
+	CHECK("negative fraction", strcmp(nb, "-0.25") == 0);
 
 	cJSON_ReplaceItemInObject(j, "events", cJSON_CreateString("many"));
 	CHECK("non-numeric field refused", ipk_sample_from_json(j, &back, &err) < 0 && strstr(err.msg, "'events'"));
+	/* values outside ipkit-records(7): refused, naming the field */
+	static const struct {
+		const char *field, *json;
+	} bad[] = {
+		{ "events", "-1" }, { "cpu_s", "-0.25" }, { "cpu", "1.5" }, { "gpu", "2" }, { "interval", "0" },
+		{ "interval", "-1" }, { "session", "\"\"" }, { "user", "5" }, { "host", "[]" }, { "sources", "\"x\"" },
+		{ "sources", "[1]" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cJSON *o = ipk_sample_to_json(m);
+		cJSON_DeleteItemFromObject(o, "events");
+		cJSON_DeleteItemFromObject(o, bad[i].field);
+		cJSON_AddItemToObject(o, bad[i].field, cJSON_Parse(bad[i].json));
+		char want[64], name[96];
+		snprintf(want, sizeof(want), "'%s'", bad[i].field);
+		snprintf(name, sizeof(name), "%s %s refused, named", bad[i].field, bad[i].json);
+		CHECK(name, ipk_sample_from_json(o, &back, &err) < 0 && strstr(err.msg, want));
+		cJSON_Delete(o);
+	}
+	cJSON *edge = ipk_sample_to_json(m);
+	cJSON_DeleteItemFromObject(edge, "cpu");
+	cJSON_AddNumberToObject(edge, "cpu", 1);
+	cJSON_DeleteItemFromObject(edge, "events");
+	cJSON_AddNumberToObject(edge, "events", 0);
+	CHECK("cpu 1 and events 0 accepted", ipk_sample_from_json(edge, &back, &err) == 0);
+	cJSON_Delete(edge);
 	cJSON_Delete(j);
 	CHECK("field lookup", ipk_field_lookup("mouse_px") == IPK_F_MOUSE_PX && ipk_field_lookup("nope") == -1);
 	ipk_sample_set_free(&set);
