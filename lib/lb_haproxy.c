@@ -531,17 +531,32 @@ static int hap_restore(struct hap *h, struct ipk_redirect_result *res, const cha
 	return rc;
 }
 
+/* BACKEND/SERVER, each part non-empty, under 256 bytes and free of what
+ * would end or split a runtime API command. */
+static int hap_target_ok(const char *target)
+{
+	const char *slash = target ? strchr(target, '/') : NULL;
+	return slash && slash != target && slash[1] && !strchr(slash + 1, '/') && !strpbrk(target, " \t;\n") &&
+	       slash - target < 256 && strlen(slash + 1) < 256;
+}
+
+static int hap_check_target(const char *target, struct ipk_err *err)
+{
+	if (!hap_target_ok(target))
+		return ipk_err_set(err, IPK_EXIT_USAGE, "invalid haproxy server '%s' (want BACKEND/SERVER)", target);
+	return 0;
+}
+
 static int hap_redirect(void *state, const struct ipk_redirect_target *t, struct ipk_redirect_result *res,
 			struct ipk_err *err)
 {
 	struct hap *h = state;
 	const char *target = t->target;
 	char be[256], srv[256], cmd[700];
-	const char *slash = target ? strchr(target, '/') : NULL;
-	if (!slash || slash == target || !slash[1] || strchr(slash + 1, '/') || strpbrk(target, " \t;\n") ||
-	    (size_t)(slash - target) >= sizeof(be) || strlen(slash + 1) >= sizeof(srv))
+	if (!hap_target_ok(target))
 		return ipk_err_set(err, IPK_EXIT_DATAERR, "invalid haproxy server '%s' for session '%s' (want BACKEND/SERVER)",
 				   target ? target : "", t->session);
+	const char *slash = strchr(target, '/');
 	snprintf(be, sizeof(be), "%.*s", (int)(slash - target), target);
 	snprintf(srv, sizeof(srv), "%s", slash + 1);
 	if (!t->to.family)
@@ -655,6 +670,7 @@ undo:;
 const struct ipk_lb_driver ipk_lb_haproxy = {
 	.name = "haproxy",
 	.open = hap_open,
+	.check_target = hap_check_target,
 	.redirect = hap_redirect,
 	.free = hap_free,
 };

@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "redirect.h"
+#include "url.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,8 @@ static void *webhook_open(const char *where, const struct ipk_redirect_opts *o, 
 		return ipk_err_set(err, IPK_EXIT_USAGE, "invalid load balancer 'webhook:%s': want webhook:http://... or "
 				   "webhook:https://...", where ? where : ""),
 		       NULL;
+	if (ipk_url_check_http("webhook URL", where, err) < 0)
+		return NULL;
 	struct webhook *w = calloc(1, sizeof(*w));
 	if (!w || !(w->url = strdup(where))) {
 		free(w);

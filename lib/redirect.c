@@ -192,6 +192,11 @@ const char *ipk_redirector_driver(const struct ipk_redirector *r)
 	return r->drv->name;
 }
 
+int ipk_redirect_check_target(const struct ipk_redirector *r, const char *target, struct ipk_err *err)
+{
+	return r->drv->check_target ? r->drv->check_target(target, err) : 0;
+}
+
 int ipk_redirect(struct ipk_redirector *r, const struct ipk_redirect_target *t, struct ipk_redirect_result *res,
 		 struct ipk_err *err)
 {

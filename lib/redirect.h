@@ -86,6 +86,10 @@ struct ipk_redirector *ipk_redirector_new(const struct ipk_redirect_opts *o, str
 /* The driver's name ("haproxy", "caddy", "webhook"). */
 const char *ipk_redirector_driver(const struct ipk_redirector *r);
 
+/* Check the form of a target name (HAProxy: BACKEND/SERVER) before any
+ * session is moved. Returns 0, or -1 with err (IPK_EXIT_USAGE) naming it. */
+int ipk_redirect_check_target(const struct ipk_redirector *r, const char *target, struct ipk_err *err);
+
 /* Point t->session's traffic at t->to. Returns 0 when the change is made
  * and confirmed (or, with dry_run, described), filling res. Returns -1 with
  * err and res filled as far as known (res->confirmed 0, res->restored when
@@ -114,6 +118,8 @@ void ipk_redirector_free(struct ipk_redirector *r);
 struct ipk_lb_driver {
 	const char *name;
 	void *(*open)(const char *where, const struct ipk_redirect_opts *o, struct ipk_err *err);
+	/* optional: refuse a malformed target name before anything is sent */
+	int (*check_target)(const char *target, struct ipk_err *err);
 	int (*redirect)(void *state, const struct ipk_redirect_target *t, struct ipk_redirect_result *res,
 			struct ipk_err *err);
 	void (*free)(void *state);

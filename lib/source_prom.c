@@ -40,6 +40,7 @@
 #include <curl/curl.h>
 
 #include "promtext.h"
+#include "url.h"
 
 #define PM_MAX_BODY (16u << 20)
 #define PM_START_TIMEOUT 10.0 /* seconds, for the baseline scrape when no timeout is set */
@@ -563,36 +564,13 @@ static const struct ipk_source_ops pm_ops = {
 	.free = pm_free,
 };
 
-/* The URL must parse and be http or https. */
-static int check_url(const char *url, struct ipk_err *err)
-{
-	CURLU *u = curl_url();
-	if (!u)
-		return ipk_err_set(err, IPK_EXIT_OSERR, "out of memory");
-	char *scheme = NULL, *host = NULL;
-	CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, 0);
-	int ret = 0;
-	if (rc != CURLUE_OK) {
-		ret = ipk_err_set(err, IPK_EXIT_USAGE, "invalid Prometheus URL '%s': %s", url, curl_url_strerror(rc));
-	} else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-		   (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
-		ret = ipk_err_set(err, IPK_EXIT_USAGE, "invalid Prometheus URL '%s': scheme must be http or https", url);
-	} else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host) {
-		ret = ipk_err_set(err, IPK_EXIT_USAGE, "invalid Prometheus URL '%s': no host", url);
-	}
-	curl_free(scheme);
-	curl_free(host);
-	curl_url_cleanup(u);
-	return ret;
-}
-
 struct ipk_source *ipk_source_prom_new(const struct ipk_prom_opts *o, struct ipk_err *err)
 {
 	if (!o->url || !*o->url) {
 		ipk_err_set(err, IPK_EXIT_USAGE, "invalid Prometheus URL '': empty");
 		return NULL;
 	}
-	if (check_url(o->url, err) < 0)
+	if (ipk_url_check_http("Prometheus URL", o->url, err) < 0)
 		return NULL;
 	if (o->nmap <= 0) {
 		ipk_err_set(err, IPK_EXIT_USAGE, "no metric mapping for '%s': give at least one %s", o->url, SPEC_FORM);

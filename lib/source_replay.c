@@ -489,11 +489,21 @@ static int samples_collect(struct replay *r, long k, double interval, struct ipk
 			place_pending(r);
 	}
 	if (!r->have_pending && r->eof) {
-		if (r->bad || r->jumps || r->late)
-			ipk_diagf(diag, 0, "replay '%s': skipped %ld bad line%s, capped %ld absurd jump%s, %ld sample%s out of order",
-				  r->name, r->bad, r->bad == 1 ? "" : "s", r->jumps, r->jumps == 1 ? "" : "s", r->late,
-				  r->late == 1 ? "" : "s");
-		else
+		if (r->bad || r->jumps || r->late) {
+			/* only the defects there were */
+			char parts[3][64];
+			int np = 0;
+			if (r->bad)
+				snprintf(parts[np++], sizeof(parts[0]), "skipped %ld bad line%s", r->bad, r->bad == 1 ? "" : "s");
+			if (r->jumps)
+				snprintf(parts[np++], sizeof(parts[0]), "capped %ld absurd jump%s", r->jumps,
+					 r->jumps == 1 ? "" : "s");
+			if (r->late)
+				snprintf(parts[np++], sizeof(parts[0]), "%ld sample%s out of order", r->late,
+					 r->late == 1 ? "" : "s");
+			ipk_diagf(diag, 0, "replay '%s': %s%s%s%s%s", r->name, parts[0], np > 1 ? ", " : "",
+				  np > 1 ? parts[1] : "", np > 2 ? ", " : "", np > 2 ? parts[2] : "");
+		} else
 			ipk_diagf(diag, 1, "replay '%s': %ld samples, %ld other records passed through", r->name,
 				  r->nsamples, r->passed);
 		return IPK_SOURCE_DONE;

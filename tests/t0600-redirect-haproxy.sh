@@ -150,6 +150,11 @@ check_grep "unreachable socket: named" "cannot connect to haproxy runtime API '$
 check_exit "unreachable TCP API: exit 69" 69 ip-redirect --lb "haproxy:127.0.0.1:$DEAD" --server be1/sess42 --to "127.0.0.1:$A"
 check_exit "no --lb: exit 64" 64 ip-redirect --server be1/sess42 --to "127.0.0.1:$A"
 check_exit "--route with haproxy: exit 64" 64 ip-redirect --lb "haproxy:$SOCK" --route r --to "127.0.0.1:$A"
+check_exit "--server not BACKEND/SERVER: exit 64" 64 ip-redirect --lb "haproxy:$SOCK" --server be1 --to "127.0.0.1:$A"
+check_eq "... no record written" 0 "$(wc -c <"$TMP/.out")"
+check_exit "--map to a target not BACKEND/SERVER: exit 64 before any input" 64 \
+	ip-redirect --lb "haproxy:$SOCK" --map s42=be1 </dev/null
+check_grep "... naming --map and the target" "--map: invalid haproxy server 'be1'" "$TMP/.err"
 check_eq "error paths left the routing on B" "127.0.0.1 $B" "$(state sess42 | cut -d' ' -f1,2)"
 
 # --- Dry run ------------------------------------------------------------------

@@ -127,6 +127,11 @@ check_grep "webhook unreachable: named" "POST 'http://127.0.0.1:$DEAD/x' failed:
 check_exit "webhook malformed address: exit 64" 64 ip-redirect --lb "webhook:$URL/ok" --session s42 --to 10.0.0.7
 check_exit "webhook without --session: exit 64" 64 ip-redirect --lb "webhook:$URL/ok" --to 10.0.0.7:1
 check_exit "webhook with a non-HTTP URL: exit 64" 64 ip-redirect --lb "webhook:ftp://x/y" --session s --to 10.0.0.7:1
+for u in "http://" "http://127.0.0.1:99999/x" "http://[::1/x" "http://a b/"; do
+	check_exit "webhook URL '$u' refused up front: exit 64" 64 ip-redirect --lb "webhook:$u" --session s --to 10.0.0.7:1
+	check_eq "... nothing sent, no record" "0" "$(wc -c <"$TMP/.out")"
+	grep -qF "invalid webhook URL '$u'" "$TMP/.err" && ok "... the URL named" || fail "... the URL named" "$(head -c 200 "$TMP/.err")"
+done
 
 # --- Stream mode -----------------------------------------------------------------
 now=$(date +%s)

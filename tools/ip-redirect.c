@@ -315,6 +315,14 @@ static int cmd_redirect(int argc, char **argv)
 		goto done;
 	}
 	const char *target = server ? server : route;
+	/* malformed targets are usage errors, found before any session moves */
+	for (int i = -1; i < map.n; i++) {
+		const char *tg = i < 0 ? target : strchr(map.arg[i], '=') + 1;
+		if (tg && ipk_redirect_check_target(r, tg, &err) < 0) {
+			status = (ipk_cli_usage_error(&cli, "%s%s", i < 0 ? "" : "--map: ", err.msg), IPK_EXIT_USAGE);
+			goto done;
+		}
+	}
 	if (to && !target && strcmp(driver, "webhook") != 0) {
 		status = (ipk_cli_usage_error(&cli, "--to needs %s", strcmp(driver, "haproxy") ? "--route ID" : "--server BACKEND/SERVER"),
 			  IPK_EXIT_USAGE);
