@@ -1842,8 +1842,8 @@ static int do_end(struct decoder *d)
 	return 0;
 }
 
-int ipk_delta_apply(const struct ipk_memimg *base, FILE *in, const char *name, FILE *out,
-		    struct ipk_delta_stats *st, struct ipk_err *err)
+static int apply_stream(const struct ipk_memimg *base, FILE *in, const char *name, FILE *out, int need_delta,
+			struct ipk_delta_stats *st, struct ipk_err *err)
 {
 	struct decoder d;
 	memset(&d, 0, sizeof(d));
@@ -1876,6 +1876,11 @@ int ipk_delta_apply(const struct ipk_memimg *base, FILE *in, const char *name, F
 	d.size = d.size_at_end ? (uint64_t)1 << 40 : h.size;
 	d.kind = h.kind;
 	d.version = h.version;
+	if (need_delta && !(h.flags & IPK_IMG_FLAG_DELTA)) {
+		ipk_err_set(err, IPK_EXIT_DATAERR, "apply delta '%s': it is an image, not a delta of '%s'", name,
+			    base ? ipk_memimg_name(base) : "a base");
+		goto done;
+	}
 	if (h.flags & IPK_IMG_FLAG_DELTA) {
 		if (!base) {
 			ipk_err_set(err, IPK_EXIT_DATAERR, "apply delta '%s': it needs its base", name);
@@ -1985,6 +1990,18 @@ done:
 			free(d.zs[i]);
 		}
 	return rc;
+}
+
+int ipk_delta_apply(const struct ipk_memimg *base, FILE *in, const char *name, FILE *out,
+		    struct ipk_delta_stats *st, struct ipk_err *err)
+{
+	return apply_stream(base, in, name, out, 0, st, err);
+}
+
+int ipk_delta_apply_only(const struct ipk_memimg *base, FILE *in, const char *name, FILE *out,
+			 struct ipk_delta_stats *st, struct ipk_err *err)
+{
+	return apply_stream(base, in, name, out, 1, st, err);
 }
 
 int ipk_delta_apply_to_path(const struct ipk_memimg *base, FILE *in, const char *name, const char *path,

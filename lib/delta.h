@@ -104,6 +104,12 @@ int ipk_delta_encode(const struct ipk_memimg *base, const struct ipk_memimg *new
 int ipk_delta_apply(const struct ipk_memimg *base, FILE *in, const char *name, FILE *out,
 		    struct ipk_delta_stats *st, struct ipk_err *err);
 
+/* ipk_delta_apply for a caller that was given a delta: a stream that is an
+ * image (which would decode without its base) is refused with
+ * IPK_EXIT_DATAERR before anything is written. */
+int ipk_delta_apply_only(const struct ipk_memimg *base, FILE *in, const char *name, FILE *out,
+			 struct ipk_delta_stats *st, struct ipk_err *err);
+
 /* ipk_delta_apply into path, all or nothing: temp file beside path, fsync,
  * rename; the temp file is unlinked on failure. A path that exists and is
  * not a regular file (a device, a FIFO) is written in place instead. Same returns, plus

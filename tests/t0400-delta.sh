@@ -149,6 +149,19 @@ check_exit "another format version refused (65)" 65 ip-delta --apply "$TMP/a" "$
 check_grep "version message" "format version 9 is not supported .*newer ipkit" "$TMP/.err"
 nothing_left "another format version"
 check_exit "delta without base refused (65)" 65 ip-delta --image --apply "$TMP/ab" -o "$TMP/o/out"
+# an image given as a DELTA would decode without its base: refused, also
+# to stdout (before anything is written) and inside a chain
+check_exit "an image as the delta refused (65)" 65 ip-delta --apply "$TMP/a" "$TMP/b.ipki" -o "$TMP/o/out"
+check_grep "... named: an image, not a delta of the base" "'.*b.ipki': it is an image, not a delta of '.*/a'" "$TMP/.err"
+check_exit "an image as the delta, to stdout (65)" 65 ip-delta --apply "$TMP/a" "$TMP/b.ipki"
+check_eq "... nothing written" 0 "$(wc -c <"$TMP/.out")"
+check_exit "an image inside a chain of deltas (65)" 65 ip-delta --apply "$TMP/a" "$TMP/b.ipki" "$TMP/ab" -o "$TMP/o/out"
+nothing_left "an image as the delta"
+check_exit "--record - with -o -: usage (64)" 64 ip-delta --record - "$TMP/a" "$TMP/b" -o -
+check_eq "... nothing written" 0 "$(wc -c <"$TMP/.out")"
+check_exit "record file that cannot be opened: 73 before any output" 73 \
+	ip-delta --record "$TMP/no/such/rec" "$TMP/a" "$TMP/b" -o "$TMP/o/rec-out"
+nothing_left "record file that cannot be opened"
 check_exit "missing input (66)" 66 ip-delta "$TMP/nope" "$TMP/b" -o "$TMP/o/out"
 nothing_left "missing input"
 check_exit "two stdin operands (64)" 64 ip-delta - - -o "$TMP/o/out"

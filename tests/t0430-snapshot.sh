@@ -26,6 +26,7 @@ check "inspect the image" ip-snapshot --inspect "$TMP/mem.ipki"
 check_grep "inspect: same id, verified, source and session kept" "\"id\":\"$id\".*\"source\":\"file:.*mem.bin\".*\"session\":\"s1\".*\"container\":\"ipkit-image\".*\"verified\":true" "$TMP/.out"
 check "inspect the raw file" ip-snapshot --inspect "$TMP/mem.bin"
 check_grep "inspect raw: same id, not an ipkit image" "\"id\":\"$id\".*\"container\":\"none\"" "$TMP/.out"
+check_grep "inspect raw: source as a capture of the file says" "\"source\":\"file:$TMP/mem.bin\"" "$TMP/.out"
 if command -v script >/dev/null; then
 	script -qc "ip-snapshot --inspect '$TMP/mem.ipki'" /dev/null >"$TMP/tty.out" 2>&1
 	check_grep "on a terminal: a readable summary" '^zero_pages +67' "$TMP/tty.out"
@@ -117,6 +118,7 @@ fi
 head -c 5000 "$TMP/mem.ipki" >"$TMP/cut.ipki"
 check_exit "inspect a truncated image (65)" 65 ip-snapshot --inspect "$TMP/cut.ipki"
 check_exit "missing file (66)" 66 ip-snapshot --file "$TMP/nope" -o "$TMP/x.ipki"
+check_exit "--pid past the largest process id: usage (64)" 64 ip-snapshot --pid 2147483648 -o "$TMP/x.ipki"
 [ -e "$TMP/x.ipki" ] && fail "nothing written for a missing file" || ok "nothing written for a missing file"
 check_exit "no source (64)" 64 ip-snapshot -o "$TMP/x.ipki"
 check_exit "two sources (64)" 64 ip-snapshot --file "$TMP/mem.bin" --domain d

@@ -58,7 +58,7 @@ static struct ipk_memimg *apply_to_memory(const struct ipk_memimg *base, const c
 	if (tfd >= 0 && !tmp)
 		ipk_err_set(err, IPK_EXIT_OSERR, "apply delta '%s': %s", path, strerror(errno));
 	if (tmp)
-		rc = ipk_delta_apply(base, in, path, tmp, st, err);
+		rc = ipk_delta_apply_only(base, in, path, tmp, st, err);
 	if (tmp && fclose(tmp) != 0 && rc == 0)
 		rc = ipk_err_set(err, IPK_EXIT_IOERR, "apply delta '%s': write: %s", path, strerror(errno));
 	else if (!tmp && dfd >= 0)
@@ -106,13 +106,13 @@ static int open_pair(const char *bpath, const char *npath, int flags, struct ipk
 	return *cur ? 0 : -1;
 }
 
-static int emit_record(const char *where, const char *mode, const char *base_id, const char *new_id,
-		       const char *path, const struct ipk_delta_stats *st, int threads, double secs_read,
-		       double secs_total, struct ipk_err *err)
+/* Write the delta record to f (stdout, or the --record file opened before
+ * any work, so that a record file that cannot be opened stops the run
+ * before the output exists). */
+static int emit_record(FILE *f, const char *mode, const char *base_id, const char *new_id, const char *path,
+		       const struct ipk_delta_stats *st, int threads, double secs_read, double secs_total,
+		       struct ipk_err *err)
 {
-	FILE *f = stdout;
-	if (strcmp(where, "-") && !(f = fopen(where, "a")))
-		return ipk_err_set(err, IPK_EXIT_CANTCREAT, "open record file '%s': %s", where, strerror(errno));
 	cJSON *o = ipk_record_new("delta", ipk_now());
 	cJSON_AddStringToObject(o, "mode", mode);
 	cJSON_AddStringToObject(o, "base", base_id);
@@ -160,8 +160,6 @@ static int emit_record(const char *where, const char *mode, const char *base_id,
 	if (rc == 0)
 		rc = ipk_writer_finish(&w, err);
 	cJSON_Delete(o);
-	if (f != stdout)
-		fclose(f);
 	return rc;
 }
 
@@ -171,6 +169,7 @@ static int cmd_delta(int argc, char **argv)
 	struct ipk_err err = { 0 };
 	int status = IPK_EXIT_OK, apply = 0, image = 0;
 	const char *output = "-", *record = NULL;
+	FILE *recf = NULL; /* where the record goes: stdout, the --record file, or nowhere */
 	struct ipk_delta_opts dopts = { .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .acceleration = 1 };
 	struct ipk_memimg *base = NULL, *cur = NULL;
 	struct ipk_outfile out = { 0 };
@@ -239,6 +238,16 @@ static int cmd_delta(int argc, char **argv)
 	}
 	if (!record)
 		record = strcmp(output, "-") ? "-" : NULL;
+	else if (!strcmp(record, "-") && !strcmp(output, "-")) {
+		status = (ipk_cli_usage_error(&cli, "--record - and -o - would both write to stdout"), IPK_EXIT_USAGE);
+		goto done;
+	}
+	if (record && strcmp(record, "-") && !(recf = fopen(record, "a"))) {
+		ipk_err_set(&err, IPK_EXIT_CANTCREAT, "open record file '%s': %s", record, strerror(errno));
+		goto fail;
+	}
+	if (record && !recf)
+		recf = stdout;
 	signal(SIGPIPE, SIG_IGN);
 	double t0 = ipk_mono();
 	struct ipk_delta_stats st;
@@ -258,7 +267,7 @@ static int cmd_delta(int argc, char **argv)
 		if (base)
 			ipk_memimg_id_hex(base, base_id);
 		ipk_memimg_id_hex(cur, new_id);
-		if (record && emit_record(record, "encode", base_id, new_id, output, &st, dopts.threads, t_read,
+		if (recf && emit_record(recf, "encode", base_id, new_id, output, &st, dopts.threads, t_read,
 					  ipk_mono() - t0, &err) < 0)
 			goto fail;
 		goto done;
@@ -295,17 +304,17 @@ static int cmd_delta(int argc, char **argv)
 	if (inbuf)
 		setvbuf(in, inbuf, _IOFBF, 1 << 20);
 	int rc = ipk_outfile_open(&out, output, &err);
-	if (rc == 0 && (rc = ipk_delta_apply(base, in, ops[nops - 1], out.f, &st, &err)) == 0)
+	if (rc == 0 && (rc = (base ? ipk_delta_apply_only : ipk_delta_apply)(base, in, ops[nops - 1], out.f, &st, &err)) == 0)
 		rc = ipk_outfile_commit(&out, &err);
 	if (in != stdin)
 		fclose(in);
 	free(inbuf);
 	if (rc < 0)
 		goto fail;
-	if (record) {
+	if (recf) {
 		/* The content's id: its XXH3-128, as verified by the apply. */
 		ipk_id_hex(st.id_hi, st.id_lo, new_id);
-		if (emit_record(record, "apply", base_id, new_id, output, &st, 1, t_read, ipk_mono() - t0, &err) < 0)
+		if (emit_record(recf, "apply", base_id, new_id, output, &st, 1, t_read, ipk_mono() - t0, &err) < 0)
 			goto fail;
 	}
 	goto done;
@@ -313,6 +322,10 @@ fail:
 	ipk_outfile_abort(&out);
 	status = ipk_fail(&cli, &err);
 done:
+	if (recf && recf != stdout && fclose(recf) != 0 && status == IPK_EXIT_OK) {
+		ipk_err_set(&err, IPK_EXIT_IOERR, "write record file '%s': %s", record, strerror(errno));
+		status = ipk_fail(&cli, &err);
+	}
 	ipk_memimg_free(base);
 	ipk_memimg_free(cur);
 	ipk_cli_free(&cli);

@@ -2,6 +2,7 @@
  * inspect images. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <signal.h>
@@ -123,7 +124,9 @@ static int inspect(const struct ipk_cli *cli, const char *path, struct ipk_err *
 			return -1;
 		}
 		cJSON *mj = meta ? cJSON_Parse(meta) : NULL;
-		const char *source = ipk_json_str(mj, "source", is_img ? "" : path);
+		char filesrc[4200];
+		snprintf(filesrc, sizeof(filesrc), "file:%s", path); /* as a capture of it would say */
+		const char *source = ipk_json_str(mj, "source", is_img ? "" : filesrc);
 		o = snapshot_record(m ? m : raw, path, source, ipk_json_str(mj, "session", NULL));
 		if (mj && cJSON_GetObjectItem(mj, "live"))
 			cJSON_AddBoolToObject(o, "live", cJSON_IsTrue(cJSON_GetObjectItem(mj, "live")));
@@ -189,7 +192,7 @@ static int cmd_snapshot(int argc, char **argv)
 		case OPT_RAW: raw = 1; break;
 		case 'f': file = cli.optarg; break;
 		case OPT_PARENT: parent_path = cli.optarg; break;
-		case OPT_PID: bad = ipk_parse_long(&cli, "pid", cli.optarg, 1, 1L << 31, &pid); break;
+		case OPT_PID: bad = ipk_parse_long(&cli, "pid", cli.optarg, 1, INT_MAX, &pid); break;
 		case OPT_INSPECT: insp = cli.optarg; break;
 		case OPT_SESSION: session = cli.optarg; break;
 		case 'j':
