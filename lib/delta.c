@@ -659,12 +659,13 @@ struct sink {
 	FILE *f;
 	XXH3_state_t *h;
 	uint64_t n;
+	char name[300]; /* for messages: "'PATH'", "the delta" or "the image" */
 };
 
 static int sink_write(struct sink *s, const void *p, size_t n, struct ipk_err *err)
 {
 	if (n && fwrite(p, 1, n, s->f) != n)
-		return ipk_err_set(err, IPK_EXIT_IOERR, "write delta: %s", strerror(errno));
+		return ipk_err_set(err, IPK_EXIT_IOERR, "write %s: %s", s->name, strerror(errno));
 	ipk_xxh3_64_update(s->h, p, n);
 	s->n += n;
 	return 0;
@@ -882,6 +883,10 @@ int ipk_delta_encode(const struct ipk_memimg *base, const struct ipk_memimg *nw,
 	struct worker *ws = calloc((size_t)nthreads, sizeof(*ws));
 	pthread_t *tids = calloc((size_t)nthreads, sizeof(*tids));
 	struct sink sk = { .f = out, .h = XXH3_createState() };
+	if (opts && opts->out_name)
+		snprintf(sk.name, sizeof(sk.name), "'%.280s'", opts->out_name);
+	else
+		snprintf(sk.name, sizeof(sk.name), "%s", base ? "the delta" : "the image");
 	int rc = -1, nw_ok = 0, use_cdc = 0;
 	uint8_t *slots[WINDOW_BATCHES] = { 0 };
 	size_t slotcap[WINDOW_BATCHES] = { 0 };
@@ -1112,7 +1117,7 @@ end:
 			goto done;
 	}
 	if (fflush(out) != 0) {
-		ipk_err_set(err, IPK_EXIT_IOERR, "write delta: %s", strerror(errno));
+		ipk_err_set(err, IPK_EXIT_IOERR, "write %s: %s", sk.name, strerror(errno));
 		goto done;
 	}
 	st.bytes_in = nraw;
@@ -1152,6 +1157,7 @@ done:
 struct decoder {
 	FILE *in, *out;
 	const char *name;
+	const char *what; /* for messages: "apply delta" with a base, "read image" without */
 	const struct ipk_memimg *base;
 	XXH3_state_t *sh, *oh; /* stream checksum, output XXH3-128 */
 	uint64_t pos, written, size; /* size: bound when size_at_end */
@@ -1209,7 +1215,7 @@ struct zdec {
 
 static int corrupt(struct decoder *d, const char *why)
 {
-	return ipk_err_set(d->err, IPK_EXIT_DATAERR, "apply delta '%s': %s at offset %llu", d->name, why,
+	return ipk_err_set(d->err, IPK_EXIT_DATAERR, "%s '%s': %s at offset %llu", d->what, d->name, why,
 			   (unsigned long long)d->pos);
 }
 
@@ -1217,8 +1223,8 @@ static int rd(struct decoder *d, void *p, size_t n)
 {
 	if (n && fread(p, 1, n, d->in) != n) {
 		if (ferror(d->in))
-			return ipk_err_set(d->err, IPK_EXIT_IOERR, "apply delta '%s': %s", d->name, strerror(errno));
-		return ipk_err_set(d->err, IPK_EXIT_DATAERR, "apply delta '%s': truncated at offset %llu", d->name,
+			return ipk_err_set(d->err, IPK_EXIT_IOERR, "%s '%s': %s", d->what, d->name, strerror(errno));
+		return ipk_err_set(d->err, IPK_EXIT_DATAERR, "%s '%s': truncated at offset %llu", d->what, d->name,
 				   (unsigned long long)d->pos);
 	}
 	ipk_xxh3_64_update(d->sh, p, n);
@@ -1246,18 +1252,18 @@ static int seg_flush(struct decoder *d)
 	if (fd < 0) {
 		for (size_t i = 0; i < nv; i++)
 			if (fwrite(v[i].iov_base, 1, v[i].iov_len, d->out) != v[i].iov_len)
-				return ipk_err_set(d->err, IPK_EXIT_IOERR, "apply delta '%s': write: %s", d->name,
+				return ipk_err_set(d->err, IPK_EXIT_IOERR, "%s '%s': write: %s", d->what, d->name,
 						   strerror(errno));
 		return 0;
 	}
 	if (fflush(d->out) != 0)
-		return ipk_err_set(d->err, IPK_EXIT_IOERR, "apply delta '%s': write: %s", d->name, strerror(errno));
+		return ipk_err_set(d->err, IPK_EXIT_IOERR, "%s '%s': write: %s", d->what, d->name, strerror(errno));
 	while (nv) {
 		ssize_t k = writev(fd, v, nv > IOV_MAX ? IOV_MAX : (int)nv);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k <= 0)
-			return ipk_err_set(d->err, IPK_EXIT_IOERR, "apply delta '%s': write: %s", d->name,
+			return ipk_err_set(d->err, IPK_EXIT_IOERR, "%s '%s': write: %s", d->what, d->name,
 					   k < 0 ? strerror(errno) : "nothing written");
 		size_t done = (size_t)k;
 		while (nv && done >= v->iov_len) {
@@ -1314,7 +1320,7 @@ static int wr(struct decoder *d, const void *p, size_t n)
 	if (seg_flush(d) < 0)
 		return -1;
 	if (n && fwrite(p, 1, n, d->out) != n)
-		return ipk_err_set(d->err, IPK_EXIT_IOERR, "apply delta '%s': write: %s", d->name, strerror(errno));
+		return ipk_err_set(d->err, IPK_EXIT_IOERR, "%s '%s': write: %s", d->what, d->name, strerror(errno));
 	ipk_xxh3_128_update(d->oh, p, n);
 	d->written += n;
 	return 0;
@@ -1382,7 +1388,7 @@ static int do_blocks(struct decoder *d, const struct ipk_img_rec *r)
 		return corrupt(d, "unexpected block table");
 	uint8_t *p = malloc(r->payload);
 	if (!p)
-		return ipk_err_set(d->err, IPK_EXIT_OSERR, "apply delta '%s': out of memory", d->name);
+		return ipk_err_set(d->err, IPK_EXIT_OSERR, "%s '%s': out of memory", d->what, d->name);
 	if (rd(d, p, r->payload) < 0) {
 		free(p);
 		return -1;
@@ -1391,7 +1397,7 @@ static int do_blocks(struct decoder *d, const struct ipk_img_rec *r)
 	d->blocks = calloc(n + 1, sizeof(*d->blocks));
 	if (!d->blocks) {
 		free(p);
-		return ipk_err_set(d->err, IPK_EXIT_OSERR, "apply delta '%s': out of memory", d->name);
+		return ipk_err_set(d->err, IPK_EXIT_OSERR, "%s '%s': out of memory", d->what, d->name);
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (at >= r->payload || at + 1 + p[at] + 16 > r->payload) {
@@ -1554,7 +1560,7 @@ static void zdec_join(struct zdec *z)
 static int zdec_write(struct decoder *d, struct zdec *z)
 {
 	if (z->bad)
-		return ipk_err_set(d->err, IPK_EXIT_DATAERR, "apply delta '%s': %s at offset %llu", d->name, z->bad,
+		return ipk_err_set(d->err, IPK_EXIT_DATAERR, "%s '%s': %s at offset %llu", d->what, d->name, z->bad,
 				   (unsigned long long)z->at);
 	uint8_t scratch[IPK_PAGE_SIZE];
 	const uint8_t *cp = z->cur;
@@ -1629,7 +1635,7 @@ static int do_zpages(struct decoder *d, const struct ipk_img_rec *r)
 				     ZSTD_compressBound(ZMAX_ITEMS * IPK_PAGE_SIZE))) ||
 		    !(n->map = malloc(ZMAX_ITEMS * ZMAP_MAX)) || !(n->pre = malloc(ZMAX_ITEMS * IPK_PAGE_SIZE)) ||
 		    !(n->cur = malloc(ZMAX_ITEMS * IPK_PAGE_SIZE)) || !(n->ent = malloc(ZMAX_ITEMS * sizeof(*n->ent))))
-			return ipk_err_set(d->err, IPK_EXIT_OSERR, "apply delta '%s': out of memory", d->name);
+			return ipk_err_set(d->err, IPK_EXIT_OSERR, "%s '%s': out of memory", d->what, d->name);
 	}
 	struct zdec *z = *zp;
 	uint64_t at = d->pos;
@@ -1851,6 +1857,7 @@ static int apply_stream(const struct ipk_memimg *base, FILE *in, const char *nam
 	d.in = in;
 	d.out = out;
 	d.name = name;
+	d.what = base ? "apply delta" : "read image";
 	d.err = err;
 	d.sh = XXH3_createState();
 	d.oh = XXH3_createState();
@@ -1862,7 +1869,7 @@ static int apply_stream(const struct ipk_memimg *base, FILE *in, const char *nam
 	int rc = -1;
 	double t0 = ipk_mono();
 	if (!d.sh || !d.oh || !d.cbuf || !d.dbuf || !d.dict || !d.iov || !d.harena) {
-		ipk_err_set(err, IPK_EXIT_OSERR, "apply delta '%s': out of memory", name);
+		ipk_err_set(err, IPK_EXIT_OSERR, "%s '%s': out of memory", d.what, name);
 		goto done;
 	}
 	XXH3_64bits_reset(d.sh);
@@ -1877,13 +1884,13 @@ static int apply_stream(const struct ipk_memimg *base, FILE *in, const char *nam
 	d.kind = h.kind;
 	d.version = h.version;
 	if (need_delta && !(h.flags & IPK_IMG_FLAG_DELTA)) {
-		ipk_err_set(err, IPK_EXIT_DATAERR, "apply delta '%s': it is an image, not a delta of '%s'", name,
+		ipk_err_set(err, IPK_EXIT_DATAERR, "%s '%s': it is an image, not a delta of '%s'", d.what, name,
 			    base ? ipk_memimg_name(base) : "a base");
 		goto done;
 	}
 	if (h.flags & IPK_IMG_FLAG_DELTA) {
 		if (!base) {
-			ipk_err_set(err, IPK_EXIT_DATAERR, "apply delta '%s': it needs its base", name);
+			ipk_err_set(err, IPK_EXIT_DATAERR, "%s '%s': it needs its base", d.what, name);
 			goto done;
 		}
 		uint64_t lo, hi;
@@ -1907,7 +1914,7 @@ static int apply_stream(const struct ipk_memimg *base, FILE *in, const char *nam
 			d.nbase_opaque += bi[i].type == IPK_MI_OPAQUE;
 		d.base_opaque = calloc(d.nbase_opaque + 1, sizeof(*d.base_opaque));
 		if (!d.base_opaque) {
-			ipk_err_set(err, IPK_EXIT_OSERR, "apply delta '%s': out of memory", name);
+			ipk_err_set(err, IPK_EXIT_OSERR, "%s '%s': out of memory", d.what, name);
 			goto done;
 		}
 		for (size_t i = 0; i < nb; i++)
@@ -1953,7 +1960,7 @@ static int apply_stream(const struct ipk_memimg *base, FILE *in, const char *nam
 	}
 done:
 	if (rc == 0 && fflush(out) != 0)
-		rc = ipk_err_set(err, IPK_EXIT_IOERR, "apply delta '%s': write: %s", name, strerror(errno));
+		rc = ipk_err_set(err, IPK_EXIT_IOERR, "%s '%s': write: %s", d.what, name, strerror(errno));
 	if (st) {
 		memset(st, 0, sizeof(*st));
 		st->bytes_in = d.pos;

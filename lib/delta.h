@@ -55,6 +55,7 @@ struct ipk_delta_opts {
 	int no_cdc;       /* plain files: never try content-defined chunks against the base */
 	int codec;        /* enum ipk_delta_codec; 0 (AUTO): zstd with a base, LZ4 without */
 	int zlevel;       /* zstd level; 0: IPK_DELTA_ZLEVEL */
+	const char *out_name; /* the output's name in write errors, or NULL ("the delta" / "the image") */
 };
 
 #define IPK_DELTA_ZLEVEL 3

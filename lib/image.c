@@ -106,7 +106,7 @@ int ipk_img_rec_get(struct ipk_img_rec *r, const uint8_t in[IPK_IMG_REC_LEN], co
 		    struct ipk_err *err)
 {
 	if (get32(in + 28) != (uint32_t)XXH3_64bits(in, 28) || in[27] != 0)
-		return ipk_err_set(err, IPK_EXIT_DATAERR, "apply delta '%s': corrupted record header at offset %llu",
+		return ipk_err_set(err, IPK_EXIT_DATAERR, "read '%s': corrupted record header at offset %llu",
 				   name, (unsigned long long)at);
 	r->type = in[0];
 	r->coding = in[1];

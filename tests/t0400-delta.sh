@@ -162,6 +162,12 @@ check_eq "... nothing written" 0 "$(wc -c <"$TMP/.out")"
 check_exit "record file that cannot be opened: 73 before any output" 73 \
 	ip-delta --record "$TMP/no/such/rec" "$TMP/a" "$TMP/b" -o "$TMP/o/rec-out"
 nothing_left "record file that cannot be opened"
+check_exit "an unwritable output is found before the inputs are read (73)" 73 ip-delta "$TMP/nope" "$TMP/b" -o "$TMP/no/such/x"
+check_exit "... also for --apply (73)" 73 ip-delta --apply "$TMP/nope" "$TMP/ab" -o "$TMP/no/such/x"
+if [ -w /dev/full ]; then
+	check_exit "delta to a full device: 74" 74 ip-delta "$TMP/a" "$TMP/b" -o /dev/full
+	check_grep "... naming the output" "write '/dev/full': No space left" "$TMP/.err"
+fi
 check_exit "missing input (66)" 66 ip-delta "$TMP/nope" "$TMP/b" -o "$TMP/o/out"
 nothing_left "missing input"
 check_exit "two stdin operands (64)" 64 ip-delta - - -o "$TMP/o/out"

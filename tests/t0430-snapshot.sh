@@ -117,8 +117,15 @@ fi
 # A truncated image is refused by --inspect.
 head -c 5000 "$TMP/mem.ipki" >"$TMP/cut.ipki"
 check_exit "inspect a truncated image (65)" 65 ip-snapshot --inspect "$TMP/cut.ipki"
+check_grep "... the message reads an image, not a delta" "^ip-snapshot: read image '.*cut.ipki': truncated" "$TMP/.err"
 check_exit "missing file (66)" 66 ip-snapshot --file "$TMP/nope" -o "$TMP/x.ipki"
 check_exit "--pid past the largest process id: usage (64)" 64 ip-snapshot --pid 2147483648 -o "$TMP/x.ipki"
+check_exit "--pid into a missing directory: 73 before the process is read" 73 ip-snapshot --pid $$ -o "$TMP/no/x.ipki"
+check_grep "... naming the output" "create '.*/no/x.ipki'" "$TMP/.err"
+if [ -w /dev/full ]; then
+	check_exit "image to a full device: 74" 74 ip-snapshot --file "$TMP/mem.bin" -o /dev/full
+	check_grep "... naming the output" "write '/dev/full': No space left" "$TMP/.err"
+fi
 [ -e "$TMP/x.ipki" ] && fail "nothing written for a missing file" || ok "nothing written for a missing file"
 check_exit "no source (64)" 64 ip-snapshot -o "$TMP/x.ipki"
 check_exit "two sources (64)" 64 ip-snapshot --file "$TMP/mem.bin" --domain d

@@ -257,12 +257,16 @@ static int cmd_delta(int argc, char **argv)
 		/* Encode NEW (ops[last]) against BASE, or as an image. The
 		 * zstd codec compares pages byte by byte: no page hashes. */
 		int zflags = dopts.codec != IPK_DELTA_CODEC_LZ4 ? IPK_MI_NOHASH : 0;
+		dopts.out_name = strcmp(output, "-") ? output : NULL;
+		/* the output first: an unwritable path is found before the
+		 * images are read */
+		if (ipk_outfile_open(&out, output, &err) < 0)
+			goto fail;
 		if (image ? !(cur = ipk_image_open(ops[0], &err)) : open_pair(ops[0], ops[1], zflags, &base, &cur, &err) < 0)
 			goto fail;
 		double t_read = ipk_mono() - t0;
 		ipk_info(&cli, "read %s in %.3f s", ops[nops - 1], t_read);
-		if (ipk_outfile_open(&out, output, &err) < 0 || ipk_delta_encode(base, cur, out.f, &dopts, &st, &err) < 0 ||
-		    ipk_outfile_commit(&out, &err) < 0)
+		if (ipk_delta_encode(base, cur, out.f, &dopts, &st, &err) < 0 || ipk_outfile_commit(&out, &err) < 0)
 			goto fail;
 		if (base)
 			ipk_memimg_id_hex(base, base_id);
@@ -276,6 +280,8 @@ static int cmd_delta(int argc, char **argv)
 	/* Apply: BASE D1 D2 ... (or --image IMAGE): all but the last delta in
 	 * memory, the last into OUT through a temporary file. */
 	int first = 0;
+	if (ipk_outfile_open(&out, output, &err) < 0)
+		goto fail;
 	if (!image) {
 		/* Apply never needs the base's page hashes: it checks the
 		 * base's identity and the pages it decodes. */
@@ -303,8 +309,8 @@ static int cmd_delta(int argc, char **argv)
 	char *inbuf = in != stdin ? malloc(1 << 20) : NULL;
 	if (inbuf)
 		setvbuf(in, inbuf, _IOFBF, 1 << 20);
-	int rc = ipk_outfile_open(&out, output, &err);
-	if (rc == 0 && (rc = (base ? ipk_delta_apply_only : ipk_delta_apply)(base, in, ops[nops - 1], out.f, &st, &err)) == 0)
+	int rc = (base ? ipk_delta_apply_only : ipk_delta_apply)(base, in, ops[nops - 1], out.f, &st, &err);
+	if (rc == 0)
 		rc = ipk_outfile_commit(&out, &err);
 	if (in != stdin)
 		fclose(in);

@@ -237,6 +237,10 @@ static int cmd_snapshot(int argc, char **argv)
 		goto done;
 	}
 
+	/* The output first: a path that cannot be written is found before a
+	 * guest is saved or a process stopped. */
+	if (!raw && ipk_outfile_open(&out, output, &err) < 0)
+		goto fail;
 	double t0 = ipk_mono(), t_capture = 0;
 	struct ipk_snap_proc_stats ps = { 0 };
 	char source[1024];
@@ -332,10 +336,10 @@ static int cmd_snapshot(int argc, char **argv)
 	meta = cJSON_PrintUnformatted(mj);
 	cJSON_Delete(mj);
 	dopts.meta = meta;
+	dopts.out_name = strcmp(output, "-") ? output : NULL;
 	struct ipk_delta_stats st = { 0 };
 	if (!raw) {
-		if (ipk_outfile_open(&out, output, &err) < 0 || ipk_delta_encode(NULL, m, out.f, &dopts, &st, &err) < 0 ||
-		    ipk_outfile_commit(&out, &err) < 0)
+		if (ipk_delta_encode(NULL, m, out.f, &dopts, &st, &err) < 0 || ipk_outfile_commit(&out, &err) < 0)
 			goto fail;
 	}
 	cJSON *o = snapshot_record(m, output, source, session);
