@@ -166,10 +166,15 @@ struct ipk_balabit_reader {
 	size_t cap, start, end; /* unread bytes are buf[start..end) */
 	char *prev;             /* the previous accepted row, for repeats */
 	size_t prev_len, prev_cap;
-	int have_prev, have_last;
+	int have_prev, have_last, strict;
 	double last_t, shift, max_jump;
 	struct ipk_balabit_stats st;
 };
+
+void ipk_balabit_set_strict(struct ipk_balabit_reader *r, int strict)
+{
+	r->strict = strict;
+}
 
 /* Read more bytes after buf[end]; makes room first. Returns bytes read, 0
  * at end of file, -1 on error (errno set). */
@@ -360,6 +365,11 @@ int ipk_balabit_next(struct ipk_balabit_reader *r, struct ipk_balabit_event *ev,
 		if (len == (size_t)-1 || ipk_balabit_parse_row(line, len, &ev->row) < 0) {
 			if (!r->st.unparseable++)
 				r->st.first_bad_line = lineno;
+			if (r->strict)
+				return ipk_err_set(err, IPK_EXIT_DATAERR,
+						   "input '%s' line %ld: unparseable row (want six comma-separated fields: "
+						   "record timestamp,client timestamp,button,state,x,y)",
+						   r->name, lineno);
 			continue;
 		}
 		if (r->have_prev && len == r->prev_len && memcmp(line, r->prev, len) == 0) {

@@ -107,8 +107,14 @@ struct ipk_balabit_reader *ipk_balabit_from_fd(int fd, int own_fd, const char *n
 					       double max_jump, struct ipk_err *err);
 
 /* Next event of the cleaned stream. Returns 1 with *ev filled, 0 at the end
- * of the file, -1 with err set (IPK_EXIT_IOERR) when reading fails. */
+ * of the file, -1 with err set (IPK_EXIT_IOERR) when reading fails, or
+ * (strict reader) IPK_EXIT_DATAERR at an unparseable row, naming its line. */
 int ipk_balabit_next(struct ipk_balabit_reader *r, struct ipk_balabit_event *ev, struct ipk_err *err);
+
+/* strict: an unparseable row ends the stream with an error instead of being
+ * skipped (--strict). The other defects are repaired either way: they are
+ * what real traces contain, not bad input. */
+void ipk_balabit_set_strict(struct ipk_balabit_reader *r, int strict);
 
 /* The counts so far; valid until ipk_balabit_close(). */
 const struct ipk_balabit_stats *ipk_balabit_stats(const struct ipk_balabit_reader *r);

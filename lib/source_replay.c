@@ -134,6 +134,7 @@ static int add_session(struct replay *r, struct ipk_balabit_reader *rd, const ch
 	struct bb_session *s = &r->s[r->ns];
 	memset(s, 0, sizeof(*s));
 	s->rd = rd;
+	ipk_balabit_set_strict(rd, r->strict);
 	if (path) {
 		if (name_file(path, &s->label, &s->user) < 0)
 			goto oom;
@@ -271,14 +272,19 @@ static void bb_end(struct bb_session *s, struct replay *r, const struct ipk_diag
 
 /* Read the session's next event into s->next; at the end (or on a read
  * error, reported) the session ends. */
-static void bb_advance(struct bb_session *s, struct replay *r, const struct ipk_diag *diag)
+/* Returns 0, or -1 with err under --strict at an unparseable row. */
+static int bb_advance(struct bb_session *s, struct replay *r, const struct ipk_diag *diag, struct ipk_err *err)
 {
 	struct ipk_err rerr = { 0 };
 	int n = ipk_balabit_next(s->rd, &s->next, &rerr);
 	s->have_next = n > 0;
+	if (n < 0 && r->strict && rerr.code == IPK_EXIT_DATAERR) {
+		*err = rerr;
+		return -1;
+	}
 	if (n < 0)
 		ipk_diagf(diag, 0, "replay '%s': %s (the trace ends here)", s->label, rerr.msg);
-	(void)r;
+	return 0;
 }
 
 static int bb_collect(struct replay *r, long k, double ts, double interval, struct ipk_sample_set *set,
@@ -290,7 +296,8 @@ static int bb_collect(struct replay *r, long k, double ts, double interval, stru
 			continue;
 		if (!s->started) {
 			s->started = 1;
-			bb_advance(s, r, diag);
+			if (bb_advance(s, r, diag, err) < 0)
+				return IPK_SOURCE_FATAL;
 			if (!s->have_next) {
 				bb_end(s, r, diag);
 				continue;
@@ -313,7 +320,8 @@ static int bb_collect(struct replay *r, long k, double ts, double interval, stru
 				s->have_pos = 1;
 			}
 			s->last_t = s->next.t;
-			bb_advance(s, r, diag);
+			if (bb_advance(s, r, diag, err) < 0)
+				return IPK_SOURCE_FATAL;
 		}
 		struct ipk_sample smp;
 		ipk_sample_init(&smp, s->session, "replay", ts, interval);

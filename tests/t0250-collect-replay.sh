@@ -192,6 +192,11 @@ replay_check two-replays 3600 "$DATA/user16/session_1658051584" "$DATA/user21"
 check_grep "real repeated rows counted" "^replay 'user20/session_9818121880': dropped 2064 repeated rows$" "$TMP/excerpt-folder.diag"
 check_grep "real long gaps capped" "^replay 'user29/session_4384625557': dropped 21 repeated rows, capped 1 absurd jump$" "$TMP/excerpt-max-jump-300.diag"
 check_grep "synthetic defects counted" "^replay 'injected-defects.csv': clamped 1 non-monotone timestamp, capped 3 absurd jumps, skipped 2 unparseable rows \(first at line 61\)$" "$TMP/excerpt-folder.diag"
+check_exit "--strict: an unparseable row stops the replay (65)" 65 \
+	ip-collect --strict --replay "$DATA/synthetic/injected-defects.csv" --speed 0 --start 1000
+check_grep "... naming the file and the line" "injected-defects.csv' line 61: unparseable row" "$TMP/.err"
+check_exit "--strict: the other defects of real data are still repaired (0)" 0 \
+	ip-collect --strict --replay "$DATA/user20/session_9818121880" --speed 0 --start 1000
 check_eq "folder: sessions in sorted order" \
 	"injected-defects.csv user16/session_1658051584 user20/session_9818121880 user21/session_0347800921 user29/session_3135434116 user29/session_4384625557" \
 	"$(head -6 "$TMP/excerpt-folder.out" | python3 -c 'import json,sys; print(" ".join(json.loads(l)["session"] for l in sys.stdin))')"
