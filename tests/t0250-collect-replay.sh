@@ -295,6 +295,8 @@ rc=$?
 check_eq "samples on stdin (after blank lines): bad line skipped, exit 0" "0 $want" "$rc $(summ <"$TMP/bad.out")"
 check_grep "samples: bad line named with its line number" "input '<stdin>' line 8: invalid JSON" "$TMP/bad.err"
 check_grep "samples: the summary names only the defects there were" "^ip-collect: replay '<stdin>': skipped 1 bad line, 1 sample out of order$" "$TMP/bad.err"
+check_exit "standard input given to two --replay: usage (64)" 64 ip-collect --replay - --replay a=- --speed 0 <"$TMP/bad.jsonl"
+check_grep "... said so" "standard input \(-\) given more than once" "$TMP/.err"
 check_exit "samples --strict: bad line exits 65" 65 ip-collect --strict --replay - --speed 0 --start 1000 <"$TMP/bad.jsonl"
 check_grep "samples --strict: message names the line" "^ip-collect: input '<stdin>' line 8: invalid JSON" "$TMP/.err"
 sed 's/"events":1}/"events":"x"}/' "$TMP/samples.jsonl" >"$TMP/badfield.jsonl"

@@ -162,6 +162,8 @@ check_eq "... nothing written" 0 "$(wc -c <"$TMP/.out")"
 check_exit "record file that cannot be opened: 73 before any output" 73 \
 	ip-delta --record "$TMP/no/such/rec" "$TMP/a" "$TMP/b" -o "$TMP/o/rec-out"
 nothing_left "record file that cannot be opened"
+check_exit "a failed run with --record FILE (65)" 65 ip-delta --record "$TMP/o/new-rec" --apply "$TMP/a" "$TMP/b.ipki" -o "$TMP/o/out"
+nothing_left "a failed run removes the record file it created"
 check_exit "an unwritable output is found before the inputs are read (73)" 73 ip-delta "$TMP/nope" "$TMP/b" -o "$TMP/no/such/x"
 check_exit "... also for --apply (73)" 73 ip-delta --apply "$TMP/nope" "$TMP/ab" -o "$TMP/no/such/x"
 if [ -w /dev/full ]; then

@@ -27,6 +27,8 @@ check_grep "inspect: same id, verified, source and session kept" "\"id\":\"$id\"
 check "inspect the raw file" ip-snapshot --inspect "$TMP/mem.bin"
 check_grep "inspect raw: same id, not an ipkit image" "\"id\":\"$id\".*\"container\":\"none\"" "$TMP/.out"
 check_grep "inspect raw: source as a capture of the file says" "\"source\":\"file:$TMP/mem.bin\"" "$TMP/.out"
+check_exit "--inspect with --output: usage (64)" 64 ip-snapshot --inspect "$TMP/mem.bin" -o "$TMP/insp.out"
+check_exit "--inspect with --threads: usage (64)" 64 ip-snapshot --inspect "$TMP/mem.bin" -j 2
 if command -v script >/dev/null; then
 	script -qc "ip-snapshot --inspect '$TMP/mem.ipki'" /dev/null >"$TMP/tty.out" 2>&1
 	check_grep "on a terminal: a readable summary" '^zero_pages +67' "$TMP/tty.out"

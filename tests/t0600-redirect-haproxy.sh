@@ -136,6 +136,7 @@ check_grep "stream mode: malformed address named in the record" \
 check_eq "stream mode: target from the migration record" "be2/nocheck true" \
 	"$(jfield "$TMP/stream.out" 6 target) $(jfield "$TMP/stream.out" 6 confirmed)"
 check_grep "stream mode: failures also on stderr" "unknown session 'ghost'" "$TMP/stream.err"
+check_grep "... naming the input line and the session" "^ip-redirect: input '<stdin>' line 5 \(session '[^']+'\): invalid address '127.0.0.1:99999'" "$TMP/stream.err"
 
 # --- Error paths --------------------------------------------------------------
 check_exit "unknown server: exit 65" 65 ip-redirect --lb "haproxy:$SOCK" --server be1/nope --to "127.0.0.1:$B"

@@ -255,6 +255,17 @@ static int cmd_collect(int argc, char **argv)
 		if (!(s = ipk_source_libvirt_new(&lo, &err)) || add_source(&src, &nsrc, s) < 0)
 			goto fail;
 	}
+	/* standard input can be read once (checked before any source reads it) */
+	int stdin_replays = 0;
+	for (int i = 0; i < replays.n; i++) {
+		const char *eq = strchr(replays.v[i], '='), *slash = strchr(replays.v[i], '/');
+		const char *path = eq && eq != replays.v[i] && (!slash || slash > eq) ? eq + 1 : replays.v[i];
+		stdin_replays += !strcmp(path, "-");
+	}
+	if (stdin_replays > 1) {
+		status = (ipk_cli_usage_error(&cli, "--replay: standard input (-) given more than once"), IPK_EXIT_USAGE);
+		goto done;
+	}
 	for (int i = 0; i < replays.n; i++) {
 		struct ipk_replay_opts ro = { .path = replays.v[i], .format = format, .max_jump = max_jump,
 					      .strict = cli.strict, .passthrough = &out };

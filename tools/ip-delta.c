@@ -170,6 +170,7 @@ static int cmd_delta(int argc, char **argv)
 	int status = IPK_EXIT_OK, apply = 0, image = 0;
 	const char *output = "-", *record = NULL;
 	FILE *recf = NULL; /* where the record goes: stdout, the --record file, or nowhere */
+	int rec_created = 0;
 	struct ipk_delta_opts dopts = { .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .acceleration = 1 };
 	struct ipk_memimg *base = NULL, *cur = NULL;
 	struct ipk_outfile out = { 0 };
@@ -242,6 +243,8 @@ static int cmd_delta(int argc, char **argv)
 		status = (ipk_cli_usage_error(&cli, "--record - and -o - would both write to stdout"), IPK_EXIT_USAGE);
 		goto done;
 	}
+	/* a record file this run creates is removed again if the run fails */
+	rec_created = record && strcmp(record, "-") && access(record, F_OK) != 0;
 	if (record && strcmp(record, "-") && !(recf = fopen(record, "a"))) {
 		ipk_err_set(&err, IPK_EXIT_CANTCREAT, "open record file '%s': %s", record, strerror(errno));
 		goto fail;
@@ -332,6 +335,8 @@ done:
 		ipk_err_set(&err, IPK_EXIT_IOERR, "write record file '%s': %s", record, strerror(errno));
 		status = ipk_fail(&cli, &err);
 	}
+	if (recf && recf != stdout && rec_created && status != IPK_EXIT_OK)
+		unlink(record);
 	ipk_memimg_free(base);
 	ipk_memimg_free(cur);
 	ipk_cli_free(&cli);

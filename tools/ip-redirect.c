@@ -190,7 +190,8 @@ static int run_stream(struct ctx *c, const struct ipk_cli_pairs *map, long port,
 		}
 		if (rc < 0) {
 			failed++;
-			ipk_warn(c->cli, "%s", e.msg);
+			/* the record says it too; the warning names where it came from */
+			ipk_warn(c->cli, "input '<stdin>' line %ld (session '%s'): %s", rec.lineno, session, e.msg);
 		} else {
 			done++;
 		}

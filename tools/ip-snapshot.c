@@ -182,8 +182,12 @@ static int cmd_snapshot(int argc, char **argv)
 	}
 	int c;
 	long lv;
+	const char *capture_opt = NULL; /* a capture option on the command line: --inspect refuses it */
 	while ((c = ipk_cli_next(&cli)) >= 0) {
 		int bad = 0;
+		char where[512];
+		if (!ipk_cli_origin(&cli, where, sizeof(where)) && (c == 'o' || c == OPT_SESSION || c == 'j'))
+			capture_opt = c == 'o' ? "--output" : c == 'j' ? "--threads" : "--session";
 		switch (c) {
 		case 'o': output = cli.optarg; break;
 		case 'd': domain = cli.optarg; break;
@@ -215,6 +219,11 @@ static int cmd_snapshot(int argc, char **argv)
 	}
 	if (!!domain + !!file + !!insp + !!pid != 1) {
 		status = (ipk_cli_usage_error(&cli, "give one of --domain, --pid, --file or --inspect"), IPK_EXIT_USAGE);
+		goto done;
+	}
+	if (insp && capture_opt) {
+		status = (ipk_cli_usage_error(&cli, "--inspect writes its record to standard output and takes no %s",
+					      capture_opt), IPK_EXIT_USAGE);
 		goto done;
 	}
 	if (parent_path && !pid) {
