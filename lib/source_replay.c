@@ -271,8 +271,8 @@ static void bb_end(struct bb_session *s, struct replay *r, const struct ipk_diag
 }
 
 /* Read the session's next event into s->next; at the end (or on a read
- * error, reported) the session ends. */
-/* Returns 0, or -1 with err under --strict at an unparseable row. */
+ * error, reported) the session ends. Returns 0, or -1 with err under
+ * --strict at an unparseable row. */
 static int bb_advance(struct bb_session *s, struct replay *r, const struct ipk_diag *diag, struct ipk_err *err)
 {
 	struct ipk_err rerr = { 0 };
@@ -499,18 +499,23 @@ static int samples_collect(struct replay *r, long k, double interval, struct ipk
 	if (!r->have_pending && r->eof) {
 		if (r->bad || r->jumps || r->late) {
 			/* only the defects there were */
-			char parts[3][64];
-			int np = 0;
-			if (r->bad)
-				snprintf(parts[np++], sizeof(parts[0]), "skipped %ld bad line%s", r->bad, r->bad == 1 ? "" : "s");
-			if (r->jumps)
-				snprintf(parts[np++], sizeof(parts[0]), "capped %ld absurd jump%s", r->jumps,
-					 r->jumps == 1 ? "" : "s");
+			char what[200];
+			int at = 0;
+			const char *sep = "";
+			if (r->bad) {
+				at += snprintf(what + at, sizeof(what) - at, "skipped %ld bad line%s", r->bad,
+					       r->bad == 1 ? "" : "s");
+				sep = ", ";
+			}
+			if (r->jumps) {
+				at += snprintf(what + at, sizeof(what) - at, "%scapped %ld absurd jump%s", sep, r->jumps,
+					       r->jumps == 1 ? "" : "s");
+				sep = ", ";
+			}
 			if (r->late)
-				snprintf(parts[np++], sizeof(parts[0]), "%ld sample%s out of order", r->late,
+				snprintf(what + at, sizeof(what) - at, "%s%ld sample%s out of order", sep, r->late,
 					 r->late == 1 ? "" : "s");
-			ipk_diagf(diag, 0, "replay '%s': %s%s%s%s%s", r->name, parts[0], np > 1 ? ", " : "",
-				  np > 1 ? parts[1] : "", np > 2 ? ", " : "", np > 2 ? parts[2] : "");
+			ipk_diagf(diag, 0, "replay '%s': %s", r->name, what);
 		} else
 			ipk_diagf(diag, 1, "replay '%s': %ld samples, %ld other records passed through", r->name,
 				  r->nsamples, r->passed);

@@ -78,11 +78,12 @@ fail:
 	return -1;
 }
 
-/* One epoch for every member, then the average rebuilt. Returns the
- * members' mean loss, or -1 with err set. */
-static double ensemble_epoch(struct ensemble *e, const struct ipk_lstm_seq *seqs, int nseq, struct ipk_err *err)
+/* One epoch for every member, then the average rebuilt; *secs: the time it
+ * took. Returns the members' mean loss, or -1 with err set. */
+static double ensemble_epoch(struct ensemble *e, const struct ipk_lstm_seq *seqs, int nseq, double *secs,
+			     struct ipk_err *err)
 {
-	double sum = 0;
+	double sum = 0, t0 = ipk_mono();
 	for (int i = 0; i < e->k; i++) {
 		double loss = ipk_lstm_train_epoch(e->tr[i], seqs, nseq, err);
 		if (loss < 0)
@@ -91,6 +92,7 @@ static double ensemble_epoch(struct ensemble *e, const struct ipk_lstm_seq *seqs
 	}
 	if (ipk_lstm_merge(e->avg, e->member, e->k, err) < 0)
 		return -1;
+	*secs = ipk_mono() - t0;
 	return sum / e->k;
 }
 
@@ -625,11 +627,9 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 			goto oom;
 		long a = c.ustart[f], nf = c.ustart[f + 1] - a;
 		for (int e = 0; e < E; e++) {
-			double t0 = ipk_mono();
-			double loss = ensemble_epoch(&ens, c.seqs, ns, err);
+			double dt, loss = ensemble_epoch(&ens, c.seqs, ns, &dt, err);
 			if (loss < 0)
 				goto fail;
-			double dt = ipk_mono() - t0;
 			tfold += dt;
 			if (c.fp)
 				memcpy(c.fp + ((size_t)f * E + e) * np, ipk_lstm_params_const(ens.avg), sizeof(double) * np);
@@ -775,11 +775,9 @@ static struct ipk_model *train_crossfit(const struct ipk_train_opts *o, const st
 			goto fail;
 		double tsum = 0;
 		for (int e = 0; e <= be; e++) {
-			double t0 = ipk_mono();
-			double loss = ensemble_epoch(&ens, c.seqs, ns, err);
+			double dt, loss = ensemble_epoch(&ens, c.seqs, ns, &dt, err);
 			if (loss < 0)
 				goto fail;
-			double dt = ipk_mono() - t0;
 			tsum += dt;
 			if (cb)
 				cb(cbarg, "final (every user)", e + 1, loss, NAN, dt);
@@ -952,11 +950,9 @@ struct ipk_model *ipk_train_run(const struct ipk_train_opts *o, const struct ipk
 		goto oom;
 	double best = -1, tsum = 0;
 	for (int e = 1; e <= o->epochs; e++) {
-		double t0 = ipk_mono();
-		double loss = ensemble_epoch(&ens, w.train, w.ntrain, err);
+		double dt, loss = ensemble_epoch(&ens, w.train, w.ntrain, &dt, err);
 		if (loss < 0)
 			goto fail;
-		double dt = ipk_mono() - t0;
 		tsum += dt;
 		predict_val(d, &w, net, nwin);
 		double vs = val_score(&w, nwin);

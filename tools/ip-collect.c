@@ -96,6 +96,14 @@ static int split_pair(const char *s, char **own, const char **key, const char **
 	return 0;
 }
 
+/* A --replay argument's "=" when it is SESSION=PATH (an "=" inside the
+ * path, after a "/", is the path's), else NULL. */
+static const char *replay_session_eq(const char *arg)
+{
+	const char *eq = strchr(arg, '='), *slash = strchr(arg, '/');
+	return eq && eq != arg && (!slash || slash > eq) ? eq : NULL;
+}
+
 static int add_source(struct ipk_source ***v, int *n, struct ipk_source *s)
 {
 	struct ipk_source **nv = realloc(*v, (*n + 1) * sizeof(*nv));
@@ -258,9 +266,8 @@ static int cmd_collect(int argc, char **argv)
 	/* standard input can be read once (checked before any source reads it) */
 	int stdin_replays = 0;
 	for (int i = 0; i < replays.n; i++) {
-		const char *eq = strchr(replays.v[i], '='), *slash = strchr(replays.v[i], '/');
-		const char *path = eq && eq != replays.v[i] && (!slash || slash > eq) ? eq + 1 : replays.v[i];
-		stdin_replays += !strcmp(path, "-");
+		const char *eq = replay_session_eq(replays.v[i]);
+		stdin_replays += !strcmp(eq ? eq + 1 : replays.v[i], "-");
 	}
 	if (stdin_replays > 1) {
 		status = (ipk_cli_usage_error(&cli, "--replay: standard input (-) given more than once"), IPK_EXIT_USAGE);
@@ -269,9 +276,7 @@ static int cmd_collect(int argc, char **argv)
 	for (int i = 0; i < replays.n; i++) {
 		struct ipk_replay_opts ro = { .path = replays.v[i], .format = format, .max_jump = max_jump,
 					      .strict = cli.strict, .passthrough = &out };
-		const char *eq = strchr(replays.v[i], '=');
-		const char *slash = strchr(replays.v[i], '/');
-		if (eq && eq != replays.v[i] && (!slash || slash > eq)) {
+		if (replay_session_eq(replays.v[i])) {
 			if (split_pair(replays.v[i], &owned[nowned++], &ro.session, &ro.path) < 0) {
 				status = (ipk_cli_usage_error(&cli, "invalid --replay '%s'", replays.v[i]), IPK_EXIT_USAGE);
 				goto done;

@@ -255,16 +255,16 @@ static int cmd_delta(int argc, char **argv)
 	double t0 = ipk_mono();
 	struct ipk_delta_stats st;
 	char base_id[33] = "", new_id[33] = "";
+	/* the output first: an unwritable path is found before any input is
+	 * read */
+	if (ipk_outfile_open(&out, output, &err) < 0)
+		goto fail;
 
 	if (!apply) {
 		/* Encode NEW (ops[last]) against BASE, or as an image. The
 		 * zstd codec compares pages byte by byte: no page hashes. */
 		int zflags = dopts.codec != IPK_DELTA_CODEC_LZ4 ? IPK_MI_NOHASH : 0;
 		dopts.out_name = strcmp(output, "-") ? output : NULL;
-		/* the output first: an unwritable path is found before the
-		 * images are read */
-		if (ipk_outfile_open(&out, output, &err) < 0)
-			goto fail;
 		if (image ? !(cur = ipk_image_open(ops[0], &err)) : open_pair(ops[0], ops[1], zflags, &base, &cur, &err) < 0)
 			goto fail;
 		double t_read = ipk_mono() - t0;
@@ -283,8 +283,6 @@ static int cmd_delta(int argc, char **argv)
 	/* Apply: BASE D1 D2 ... (or --image IMAGE): all but the last delta in
 	 * memory, the last into OUT through a temporary file. */
 	int first = 0;
-	if (ipk_outfile_open(&out, output, &err) < 0)
-		goto fail;
 	if (!image) {
 		/* Apply never needs the base's page hashes: it checks the
 		 * base's identity and the pages it decodes. */

@@ -83,6 +83,7 @@ static cJSON *prediction_json(const struct ipk_sample *s, const struct ipk_predi
  * activity, drawn by gnuplot. */
 struct plot {
 	const char *file, *session; /* session NULL: the first one seen */
+	char dir[4096];             /* file's directory, set by plot_check() */
 	char name[128];
 	double *ts;
 	float *p, *ev;
@@ -145,26 +146,20 @@ static int have_gnuplot(void)
 	return system("command -v gnuplot >/dev/null 2>&1") == 0;
 }
 
-/* The directory of file ("." when it names none) into dir. */
-static void plot_dir(const char *file, char *dir, size_t cap)
+/* Finds the plot's directory ("." when the file names none) and checks,
+ * before the input is read, that it can be written: a plot that cannot be
+ * written is known before the work is done. */
+static int plot_check(struct plot *pl, struct ipk_err *err)
 {
-	const char *slash = strrchr(file, '/');
+	const char *slash = strrchr(pl->file, '/');
 	if (!slash)
-		snprintf(dir, cap, ".");
-	else if (slash == file)
-		snprintf(dir, cap, "/");
+		snprintf(pl->dir, sizeof(pl->dir), ".");
+	else if (slash == pl->file)
+		snprintf(pl->dir, sizeof(pl->dir), "/");
 	else
-		snprintf(dir, cap, "%.*s", (int)(slash - file), file);
-}
-
-/* Checked before the input is read, so that a plot that cannot be written
- * is known before the work is done. */
-static int plot_check(const struct plot *pl, struct ipk_err *err)
-{
-	char dir[4096];
-	plot_dir(pl->file, dir, sizeof(dir));
-	if (access(dir, W_OK | X_OK) != 0)
-		return ipk_err_set(err, IPK_EXIT_CANTCREAT, "plot '%s': cannot write in '%s': %s", pl->file, dir,
+		snprintf(pl->dir, sizeof(pl->dir), "%.*s", (int)(slash - pl->file), pl->file);
+	if (access(pl->dir, W_OK | X_OK) != 0)
+		return ipk_err_set(err, IPK_EXIT_CANTCREAT, "plot '%s': cannot write in '%s': %s", pl->file, pl->dir,
 				   strerror(errno));
 	return 0;
 }
@@ -209,15 +204,14 @@ static int plot_draw(struct plot *pl, struct ipk_err *err)
 	}
 	/* gnuplot draws into a file beside the target, renamed onto it when
 	 * done: no half-drawn plot, and nothing of gnuplot's on our stdout */
-	char dir[4096], out[4200], qout[8600];
-	plot_dir(pl->file, dir, sizeof(dir));
-	snprintf(out, sizeof(out), "%s/.ip-predict-plot-XXXXXX", dir);
+	char out[4200], qout[8600];
+	snprintf(out, sizeof(out), "%s/.ip-predict-plot-XXXXXX", pl->dir);
 	int ofd = mkstemp(out);
 	if (ofd < 0) {
 		int e = errno;
 		unlink(data);
-		return ipk_err_set(err, IPK_EXIT_CANTCREAT, "plot '%s': cannot create a file in '%s': %s", pl->file, dir,
-				   strerror(e));
+		return ipk_err_set(err, IPK_EXIT_CANTCREAT, "plot '%s': cannot create a file in '%s': %s", pl->file,
+				   pl->dir, strerror(e));
 	}
 	close(ofd);
 	FILE *g = gp_quote(out, qout, sizeof(qout)) == 0 ? popen("exec gnuplot >&2", "w") : NULL;
