@@ -27,6 +27,7 @@ void ipk_dataset_free(struct ipk_dataset *d)
 		free(s->events);
 		free(s->raw);
 		free(s->idle);
+		free(s->seq);
 		ipk_feat_free(s->fs);
 	}
 	free(d->s);
@@ -112,7 +113,10 @@ static int grow(struct ipk_series *s)
 	double *idle = realloc(s->idle, sizeof(double) * cap);
 	if (idle)
 		s->idle = idle;
-	if (!ts || !ev || !raw || !idle)
+	long *seq = realloc(s->seq, sizeof(long) * cap);
+	if (seq)
+		s->seq = seq;
+	if (!ts || !ev || !raw || !idle || !seq)
 		return -1;
 	s->cap = cap;
 	return 0;
@@ -132,7 +136,8 @@ int ipk_dataset_add(struct ipk_dataset *d, const struct ipk_sample *smp, struct 
 	if (!s->user[0] && smp->user[0])
 		snprintf(s->user, sizeof(s->user), "%s", smp->user);
 	s->ts[s->n] = smp->ts;
-	s->events[s->n] = ipk_sample_has(smp, IPK_F_EVENTS) ? (float)fmax(smp->val[IPK_F_EVENTS], 0) : NAN;
+	s->events[s->n] = ipk_sample_events(smp);
+	s->seq[s->n] = d->samples;
 	s->idle[s->n] = ipk_feat_idle(s->fs);
 	s->n++;
 	d->samples++;

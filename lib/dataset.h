@@ -25,6 +25,7 @@ struct ipk_series {
 	float *events;      /* [n] input events, NaN when the sample lacks them */
 	float *raw;         /* [n][IPK_FEAT_COUNT] raw features */
 	double *idle;       /* [n] seconds since the last input (ipk_feat_idle) */
+	long *seq;          /* [n] the sample's place among all the dataset's samples (stream order) */
 	/* private */
 	long cap;
 	struct ipk_feat_state *fs;

@@ -6,6 +6,15 @@
 
 #include "feature.h"
 #include "lstmcuda.h"
+#include "recal.h"
+
+/* What ip-predict holds per session besides the LSTM state: the features'
+ * state and the recalibration's queue of predictions waiting for their
+ * outcome (1 s samples, 30 s longest window: 31 of them). */
+static size_t session_bytes(size_t state_bytes, int nwin)
+{
+	return state_bytes + ipk_feat_state_bytes() + ipk_recal_queue_bytes(nwin, 31);
+}
 
 int ipk_lstm_bench(const struct ipk_lstm *net, int sessions, double min_seconds, struct ipk_lstm_bench_result *r,
 		   struct ipk_err *err)
@@ -45,7 +54,7 @@ int ipk_lstm_bench(const struct ipk_lstm *net, int sessions, double min_seconds,
 	r->seconds = t;
 	r->steps_per_s = (double)r->steps / t;
 	r->state_bytes = ipk_lstm_state_bytes(net);
-	r->session_bytes = r->state_bytes + ipk_feat_state_bytes();
+	r->session_bytes = session_bytes(r->state_bytes, sh->n_out);
 	r->kernel = ipk_lstm_kernel(net);
 	rc = 0;
 	goto out;
@@ -102,7 +111,7 @@ int ipk_lstm_bench_cuda(const struct ipk_lstm *net, int sessions, double min_sec
 	r->seconds = t;
 	r->steps_per_s = (double)r->steps / t;
 	r->state_bytes = sizeof(float) * 2 * (size_t)sh->layers * sh->hidden;
-	r->session_bytes = r->state_bytes + ipk_feat_state_bytes();
+	r->session_bytes = session_bytes(r->state_bytes, sh->n_out);
 	r->kernel = "cuda";
 	rc = 0;
 out:

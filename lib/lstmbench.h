@@ -18,7 +18,7 @@ struct ipk_lstm_bench_result {
 	double seconds;         /* wall time of those steps */
 	double steps_per_s;
 	size_t state_bytes;     /* LSTM state of one session */
-	size_t session_bytes;   /* what ip-predict holds per session: LSTM and feature state */
+	size_t session_bytes;   /* what ip-predict holds per session: LSTM, feature and recalibration state */
 	const char *kernel;     /* "avx2" or "generic" */
 };
 

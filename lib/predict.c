@@ -7,6 +7,7 @@
 
 #include "feature.h"
 #include "lstmcuda.h"
+#include "recal.h"
 #include "train.h"
 
 struct sess {
@@ -15,6 +16,7 @@ struct sess {
 	struct ipk_feat_state *fs;
 	struct ipk_lstm_state *ls;
 	struct ipk_hist *uh;
+	struct ipk_recal_queue *rq;
 	int slot;          /* GPU state slot, -1 without */
 	long stamp;        /* batch that has a pending row of this session */
 };
@@ -23,6 +25,7 @@ struct ipk_predictor {
 	const struct ipk_model *m;
 	int decide;
 	double threshold, expire;
+	double recal_rate;
 	struct sess *v;
 	int n, cap;
 	int *hash, hcap;
@@ -35,6 +38,9 @@ struct ipk_predictor {
 	float *bx, *bp;
 	int *brow, *bslot;
 	struct ipk_lstm_state **bst;
+	struct ipk_recal_queue **brq;
+	struct ipk_calib **bcal;
+	float *bev;
 	int bcap;
 };
 
@@ -97,6 +103,7 @@ struct ipk_predictor *ipk_predictor_new(const struct ipk_model *m, double decide
 	p->decide = decide;
 	p->threshold = threshold >= 0 ? threshold : in->threshold[decide];
 	p->expire = expire;
+	p->recal_rate = IPK_RECAL_RATE;
 	p->last_sweep = -INFINITY;
 	return p;
 }
@@ -105,9 +112,24 @@ static void sess_free(struct ipk_predictor *p, struct sess *s)
 {
 	ipk_feat_free(s->fs);
 	ipk_lstm_state_free(s->ls);
+	ipk_recal_queue_free(s->rq);
 	if (s->slot >= 0 && p)
 		p->free_slot[p->nfree++] = s->slot;
 	s->slot = -1;
+}
+
+void ipk_predictor_set_recal(struct ipk_predictor *p, double rate)
+{
+	p->recal_rate = rate;
+}
+
+/* The calibration a session's predictions go through, or NULL (no user). */
+static struct ipk_calib *sess_calib(const struct ipk_predictor *p, struct sess *s)
+{
+	if (!s->uh)
+		return NULL;
+	const struct ipk_model_info *in = ipk_model_info(p->m);
+	return ipk_calib_for(&s->uh->cal, ipk_model_id(p->m), in->nwin, in->window);
 }
 
 void ipk_predictor_free(struct ipk_predictor *p)
@@ -126,6 +148,9 @@ void ipk_predictor_free(struct ipk_predictor *p)
 	free(p->brow);
 	free(p->bslot);
 	free(p->bst);
+	free(p->brq);
+	free(p->bcal);
+	free(p->bev);
 	free(p);
 }
 
@@ -175,7 +200,8 @@ static struct sess *find_or_add(struct ipk_predictor *p, const char *name)
 	s->stamp = -1;
 	s->fs = ipk_feat_new();
 	s->ls = ipk_lstm_state_new(ipk_model_net(p->m));
-	if (!s->fs || !s->ls) {
+	s->rq = ipk_recal_queue_new();
+	if (!s->fs || !s->ls || !s->rq) {
 		sess_free(NULL, s);
 		return NULL;
 	}
@@ -229,6 +255,8 @@ int ipk_predictor_step(struct ipk_predictor *p, const struct ipk_sample *smp, st
 	out->ts = smp->ts;
 	out->idle_s = ipk_feat_idle(s->fs);
 	ipk_model_output(p->m, x, out->idle_s, out->p, out->p);
+	if (ipk_recal_step(s->rq, sess_calib(p, s), p->recal_rate, smp->ts, ipk_sample_events(smp), out->p) < 0)
+		return ipk_err_set(err, IPK_EXIT_OSERR, "predict '%s': out of memory", smp->session);
 	out->nwin = in->nwin;
 	memcpy(out->window, in->window, sizeof(double) * in->nwin);
 	out->decide = p->decide;
@@ -271,7 +299,16 @@ static int batch_grow(struct ipk_predictor *p, int n)
 	struct ipk_lstm_state **bst = realloc(p->bst, sizeof(*bst) * cap);
 	if (bst)
 		p->bst = bst;
-	if (!bx || !bp || !br || !bs || !bst)
+	struct ipk_recal_queue **brq = realloc(p->brq, sizeof(*brq) * cap);
+	if (brq)
+		p->brq = brq;
+	struct ipk_calib **bcal = realloc(p->bcal, sizeof(*bcal) * cap);
+	if (bcal)
+		p->bcal = bcal;
+	float *bev = realloc(p->bev, sizeof(float) * cap);
+	if (bev)
+		p->bev = bev;
+	if (!bx || !bp || !br || !bs || !bst || !brq || !bcal || !bev)
 		return -1;
 	p->bcap = cap;
 	return 0;
@@ -293,6 +330,8 @@ static int batch_flush(struct ipk_predictor *p, int m, struct ipk_prediction *ou
 	for (int r = 0; r < m; r++) {
 		struct ipk_prediction *o = &out[p->brow[r]];
 		ipk_model_output(p->m, p->bx + (size_t)r * IPK_FEAT_COUNT, o->idle_s, p->bp + (size_t)r * in->nwin, o->p);
+		if (ipk_recal_step(p->brq[r], p->bcal[r], p->recal_rate, o->ts, p->bev[r], o->p) < 0)
+			return ipk_err_set(err, IPK_EXIT_OSERR, "predict: out of memory");
 		o->above = round(o->p[p->decide] * 1e6) / 1e6 >= round(p->threshold * 1e6) / 1e6;
 	}
 	return 0;
@@ -334,6 +373,9 @@ int ipk_predictor_step_batch(struct ipk_predictor *p, const struct ipk_sample *s
 		p->brow[m] = i;
 		p->bslot[m] = s->slot;
 		p->bst[m] = s->ls;
+		p->brq[m] = s->rq;
+		p->bcal[m] = sess_calib(p, s);
+		p->bev[m] = ipk_sample_events(&smp[i]);
 		m++;
 		struct ipk_prediction *o = &out[i];
 		o->ts = smp[i].ts;
@@ -345,4 +387,84 @@ int ipk_predictor_step_batch(struct ipk_predictor *p, const struct ipk_sample *s
 		got[i] = 1;
 	}
 	return batch_flush(p, m, out, err);
+}
+
+struct stream_pos {
+	long seq, k;
+	int series;
+};
+
+static int by_seq(const void *a, const void *b)
+{
+	long x = ((const struct stream_pos *)a)->seq, y = ((const struct stream_pos *)b)->seq;
+	return x < y ? -1 : x > y;
+}
+
+int ipk_predict_dataset(const struct ipk_model *m, const struct ipk_dataset *d, const char *skip, const long *off,
+			double rate, double *pred, struct ipk_err *err)
+{
+	if (ipk_model_check_features(m, err) < 0)
+		return -1;
+	const struct ipk_model_info *in = ipk_model_info(m);
+	struct ipk_lstm *net = ipk_model_net(m);
+	const int F = IPK_FEAT_COUNT, nwin = in->nwin;
+	long total = 0;
+	for (int i = 0; i < d->n; i++)
+		if (!skip || !skip[i])
+			total += d->s[i].n;
+	struct ipk_lstm_state *st = ipk_lstm_state_new(net);
+	struct stream_pos *order = malloc(sizeof(*order) * (total ? total : 1));
+	struct ipk_recal_queue **rq = calloc(d->n ? d->n : 1, sizeof(*rq));
+	struct ipk_histdb *cal = ipk_histdb_new();
+	int rc = -1;
+	if (!st || !order || !rq || !cal)
+		goto out;
+	/* the model, session by session */
+	long q = 0;
+	float x[IPK_FEAT_COUNT], p[IPK_LSTM_MAX_OUT];
+	for (int i = 0; i < d->n; i++) {
+		const struct ipk_series *s = &d->s[i];
+		if (skip && skip[i])
+			continue;
+		ipk_lstm_state_reset(net, st);
+		for (long t = 0; t < s->n; t++) {
+			ipk_norm_apply(in->mean, in->scale, F, s->raw + t * F, x);
+			ipk_lstm_step(net, &st, 1, x, p);
+			ipk_model_output(m, x, s->idle[t], p, p);
+			for (int j = 0; j < nwin; j++)
+				pred[(off[i] + t) * nwin + j] = p[j];
+			order[q++] = (struct stream_pos){ .seq = s->seq[t], .k = off[i] + t, .series = i };
+		}
+	}
+	/* then the recalibration, sample by sample in stream order, as a
+	 * predictor reading d's input would */
+	if (rate > 0) {
+		qsort(order, total, sizeof(*order), by_seq);
+		for (long r = 0; r < total; r++) {
+			int i = order[r].series;
+			const struct ipk_series *s = &d->s[i];
+			long t = order[r].k - off[i];
+			struct ipk_hist *h = s->user[0] ? ipk_histdb_get(cal, s->user) : NULL;
+			if ((s->user[0] && !h) || (!rq[i] && !(rq[i] = ipk_recal_queue_new())))
+				goto out;
+			struct ipk_calib *c = h ? ipk_calib_for(&h->cal, ipk_model_id(m), nwin, in->window) : NULL;
+			for (int j = 0; j < nwin; j++)
+				p[j] = (float)pred[order[r].k * nwin + j];
+			if (ipk_recal_step(rq[i], c, rate, s->ts[t], s->events[t], p) < 0)
+				goto out;
+			for (int j = 0; j < nwin; j++)
+				pred[order[r].k * nwin + j] = p[j];
+		}
+	}
+	rc = 0;
+out:
+	if (rc < 0)
+		ipk_err_set(err, IPK_EXIT_OSERR, "predict for model '%s': out of memory", ipk_model_id(m));
+	for (int i = 0; rq && i < d->n; i++)
+		ipk_recal_queue_free(rq[i]);
+	free(rq);
+	ipk_histdb_free(cal);
+	free(order);
+	ipk_lstm_state_free(st);
+	return rc;
 }

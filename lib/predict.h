@@ -8,6 +8,7 @@
 #ifndef IPK_PREDICT_H
 #define IPK_PREDICT_H
 
+#include "dataset.h"
 #include "model.h"
 #include "sample.h"
 #include "userhist.h"
@@ -37,6 +38,12 @@ struct ipk_predictor *ipk_predictor_new(const struct ipk_model *m, double decide
 					double expire, struct ipk_histdb *hist, struct ipk_err *err);
 void ipk_predictor_free(struct ipk_predictor *p);
 
+/* The learning rate of the per-user recalibration (recal.h) from now on;
+ * IPK_RECAL_RATE by default, 0 for the model's probabilities as they are.
+ * Users' calibrations live in their histories (hist above), so a state
+ * directory keeps them across runs. */
+void ipk_predictor_set_recal(struct ipk_predictor *p, double rate);
+
 /* Predict for one sample. Returns 1 with out filled; 0 when the sample was
  * skipped (not after its session's previous one); -1 with err set when out
  * of memory. */
@@ -57,6 +64,17 @@ int ipk_predictor_use_cuda(struct ipk_predictor *p, struct ipk_err *err);
  * on the CPU. Returns 0, or -1 with err set (out of memory, a GPU error). */
 int ipk_predictor_step_batch(struct ipk_predictor *p, const struct ipk_sample *smp, int n,
 			     struct ipk_prediction *out, int *got, struct ipk_err *err);
+
+/* The probabilities a predictor (recalibration rate rate, histories
+ * starting empty) writes for d's samples when they are streamed in d's
+ * order (struct ipk_series.seq): pred[(off[i] + t) * nwin + k] for step t
+ * of series i and the model's window k, for every series i whose skip[i]
+ * is 0 (skip NULL: all of them); off[i] is where the caller wants series
+ * i's steps. A session is never forgotten here for being silent (the
+ * predictor's expire). Returns 0, or -1 with err set (the model's features
+ * are not this build's, out of memory). */
+int ipk_predict_dataset(const struct ipk_model *m, const struct ipk_dataset *d, const char *skip, const long *off,
+			double rate, double *pred, struct ipk_err *err);
 
 /* Sessions currently held. */
 int ipk_predictor_sessions(const struct ipk_predictor *p);

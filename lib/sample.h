@@ -13,6 +13,8 @@
 
 #include <cjson/cJSON.h>
 
+#include <math.h>
+
 #include "ipk.h"
 
 enum ipk_field {
@@ -75,6 +77,13 @@ static inline void ipk_sample_set_field(struct ipk_sample *s, enum ipk_field f, 
 static inline int ipk_sample_has(const struct ipk_sample *s, enum ipk_field f)
 {
 	return (s->mask >> f) & 1u;
+}
+
+/* The input events of the interval as labels see them (eval.h): the count,
+ * or NaN when the sample does not say. */
+static inline float ipk_sample_events(const struct ipk_sample *s)
+{
+	return ipk_sample_has(s, IPK_F_EVENTS) ? (float)fmax(s->val[IPK_F_EVENTS], 0) : NAN;
 }
 
 /* Start a sample: zero values, no fields, session and source named. */

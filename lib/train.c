@@ -1,6 +1,8 @@
 /* train.c - training and evaluation on user-split data. See train.h. */
 #include "train.h"
 
+#include "predict.h"
+#include "recal.h"
 #include "record.h"
 
 #include <math.h>
@@ -1115,6 +1117,7 @@ void ipk_eval_defaults(struct ipk_eval_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->early_idle = 2;
 	o->lead_min_gap = 60;
+	o->recal_rate = IPK_RECAL_RATE;
 }
 
 static int add_lead(struct ipk_train_report *r, const struct ipk_lead_row *row)
@@ -1239,7 +1242,6 @@ int ipk_eval_model(const struct ipk_model *m, const struct ipk_dataset *d, const
 	if (ipk_model_check_features(m, err) < 0)
 		return -1;
 	const struct ipk_model_info *in = ipk_model_info(m);
-	struct ipk_lstm *net = ipk_model_net(m);
 	const int F = IPK_FEAT_COUNT, nwin = in->nwin;
 	const struct ipk_dataset *bt = o->baseline_train;
 	char tu[512];
@@ -1285,33 +1287,29 @@ int ipk_eval_model(const struct ipk_model *m, const struct ipk_dataset *d, const
 	/* the scored sessions' first steps, and per session the sums of a
 	 * paired Brier difference and its steps (the bootstrap) */
 	long *soff = malloc(sizeof(long) * (d->n + 1)), *scnt = malloc(sizeof(long) * (d->n ? d->n : 1));
+	long *off = malloc(sizeof(long) * (d->n ? d->n : 1));
 	double *sdiff = malloc(sizeof(double) * (d->n ? d->n : 1));
 	struct ipk_gaphist *gh = ipk_gaphist_new();
-	struct ipk_lstm_state *st = ipk_lstm_state_new(net);
 	int rc = -1, have_bl = nfit > 0, ns = 0;
-	if (!pred || !score || !idle || !y || !ye || !x || !soff || !scnt || !sdiff || !gh || !st)
+	if (!pred || !score || !idle || !y || !ye || !x || !soff || !scnt || !off || !sdiff || !gh)
 		goto oom;
 	long k = 0;
-	float p[IPK_LSTM_MAX_OUT];
 	for (int i = 0; i < d->n; i++) {
 		const struct ipk_series *s = &d->s[i];
 		if (skip[i])
 			continue;
-		soff[ns++] = k;
-		ipk_lstm_state_reset(net, st);
+		off[i] = soff[ns++] = k;
 		ipk_label_windows(s->ts, s->events, s->n, in->window, nwin, y + k * nwin);
 		for (long t = 0; t < s->n; t++, k++) {
 			ipk_norm_apply(in->mean, in->scale, F, s->raw + t * F, x + k * F);
-			ipk_lstm_step(net, &st, 1, x + k * F, p);
-			ipk_model_output(m, x + k * F, s->idle[t], p, p);
-			for (int j = 0; j < nwin; j++) {
-				pred[k * nwin + j] = p[j];
+			for (int j = 0; j < nwin; j++)
 				ye[k * nwin + j] = s->idle[t] <= o->early_idle ? y[k * nwin + j] : -1.0f;
-			}
 			idle[k] = s->idle[t];
 		}
 	}
 	soff[ns] = k;
+	if (ipk_predict_dataset(m, d, skip, off, o->recal_rate, pred, err) < 0)
+		goto fail;
 	rep->val_sessions = ns;
 	/* the baselines' training data */
 	if (have_bl) {
@@ -1395,7 +1393,6 @@ fail:
 out:
 	if (rc < 0)
 		ipk_train_report_free(rep);
-	ipk_lstm_state_free(st);
 	ipk_gaphist_free(gh);
 	free(skip);
 	free(pred);
@@ -1407,6 +1404,7 @@ out:
 	free(xf);
 	free(yf);
 	free(soff);
+	free(off);
 	free(scnt);
 	free(sdiff);
 	return rc;

@@ -135,6 +135,7 @@ struct ipk_eval_opts {
 	double early_idle;                        /* "early": idle <= this (default 2) */
 	double lead_min_gap;                      /* gaps for the lead time, s (default 60) */
 	const struct ipk_dataset *baseline_train; /* fit the baselines on these; NULL: see below */
+	double recal_rate;                        /* the model's per-user recalibration (recal.h; default IPK_RECAL_RATE, 0 off) */
 };
 void ipk_eval_defaults(struct ipk_eval_opts *o);
 

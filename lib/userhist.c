@@ -139,7 +139,42 @@ static int lock_dir(const char *dir, int op, struct ipk_err *err)
 	return fd;
 }
 
-/* Parse one history line into a fresh struct (bins and totals). */
+/* An array of n finite numbers into v; -1 when it is not one. */
+static int parse_numbers(const cJSON *arr, int n, double *v)
+{
+	if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) != n)
+		return -1;
+	for (int k = 0; k < n; k++) {
+		const cJSON *x = cJSON_GetArrayItem(arr, k);
+		if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble))
+			return -1;
+		v[k] = x->valuedouble;
+	}
+	return 0;
+}
+
+static int parse_calib(const cJSON *o, struct ipk_calib *c)
+{
+	const cJSON *model = cJSON_GetObjectItemCaseSensitive(o, "model");
+	const cJSON *win = cJSON_GetObjectItemCaseSensitive(o, "windows");
+	if (!cJSON_IsObject(o) || !cJSON_IsString(model) || !model->valuestring[0] ||
+	    strlen(model->valuestring) >= sizeof(c->model) || !cJSON_IsArray(win))
+		return -1;
+	int n = cJSON_GetArraySize(win);
+	if (n < 1 || n > IPK_CALIB_MAX_WIN || parse_numbers(win, n, c->window) < 0 ||
+	    parse_numbers(cJSON_GetObjectItemCaseSensitive(o, "a"), n, c->a) < 0 ||
+	    parse_numbers(cJSON_GetObjectItemCaseSensitive(o, "b"), n, c->b) < 0 ||
+	    parse_numbers(cJSON_GetObjectItemCaseSensitive(o, "labels"), n, c->labels) < 0)
+		return -1;
+	for (int k = 0; k < n; k++)
+		if (!(c->window[k] > 0) || c->labels[k] < 0)
+			return -1;
+	snprintf(c->model, sizeof(c->model), "%s", model->valuestring);
+	c->nwin = n;
+	return 0;
+}
+
+/* Parse one history line into a fresh struct (bins, totals, calibration). */
 static int parse_line(const char *line, const char *path, long lineno, struct ipk_hist *out, struct ipk_err *err)
 {
 	memset(out, 0, sizeof(*out));
@@ -170,6 +205,9 @@ static int parse_line(const char *line, const char *path, long lineno, struct ip
 			else
 				*dst[k] = x->valuedouble;
 		}
+		const cJSON *cal = cJSON_GetObjectItemCaseSensitive(o, "calibration");
+		if (!why && cal && parse_calib(cal, &out->cal) < 0)
+			why = "bad calibration";
 		const cJSON *b;
 		cJSON_ArrayForEach(b, bins)
 		{
@@ -230,6 +268,8 @@ static struct ipk_histdb *read_file(const char *dir, struct ipk_err *err)
 		h->active += tmp.active;
 		for (int b = 0; b < IPK_HIST_BINS; b++)
 			h->bin[b] += tmp.bin[b];
+		if (tmp.cal.model[0])
+			h->cal = tmp.cal;
 	}
 	if (!rc && ferror(f))
 		rc = ipk_err_set(err, IPK_EXIT_IOERR, "read history '%s': %s", path, strerror(errno));
@@ -248,6 +288,69 @@ static void set_base(struct ipk_hist *h)
 	h->base_intervals = h->intervals;
 	h->base_active = h->active;
 	memcpy(h->base_bin, h->bin, sizeof(h->bin));
+	h->base_cal = h->cal;
+}
+
+/* Copy a file's history (counts and calibration) into h, as on disk. */
+static void take(struct ipk_hist *h, const struct ipk_hist *f)
+{
+	h->gaps = f->gaps;
+	h->intervals = f->intervals;
+	h->active = f->active;
+	memcpy(h->bin, f->bin, sizeof(h->bin));
+	h->cal = f->cal;
+	set_base(h);
+}
+
+static int same_calib(const struct ipk_calib *x, const struct ipk_calib *y)
+{
+	if (strcmp(x->model, y->model) || x->nwin != y->nwin)
+		return 0;
+	for (int k = 0; k < x->nwin; k++)
+		if (x->window[k] != y->window[k])
+			return 0;
+	return 1;
+}
+
+void ipk_calib_reset(struct ipk_calib *c, const char *model, int nwin, const double *window)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->model, sizeof(c->model), "%s", model);
+	c->nwin = nwin;
+	for (int k = 0; k < nwin; k++) {
+		c->window[k] = window[k];
+		c->a[k] = 1;
+	}
+}
+
+/* Merge h's calibration into the file's m: when both are of the same model
+ * and windows, add what h learned since its base (the identity when its
+ * base is of another model); else replace m's by h's (a process running
+ * another model). Nothing when h learned nothing. */
+static void merge_calib(struct ipk_calib *m, const struct ipk_hist *h)
+{
+	const struct ipk_calib *c = &h->cal, *from = &h->base_cal;
+	if (!c->model[0])
+		return;
+	struct ipk_calib identity;
+	if (!same_calib(from, c)) {
+		ipk_calib_reset(&identity, c->model, c->nwin, c->window);
+		from = &identity;
+	}
+	int learned = 0;
+	for (int k = 0; k < c->nwin; k++)
+		learned |= c->labels[k] != from->labels[k];
+	if (!learned)
+		return;
+	if (!same_calib(m, c)) {
+		*m = *c;
+		return;
+	}
+	for (int k = 0; k < c->nwin; k++) {
+		m->a[k] += c->a[k] - from->a[k];
+		m->b[k] += c->b[k] - from->b[k];
+		m->labels[k] += c->labels[k] - from->labels[k];
+	}
 }
 
 int ipk_histdb_load(struct ipk_histdb *db, const char *dir, struct ipk_err *err)
@@ -266,11 +369,7 @@ int ipk_histdb_load(struct ipk_histdb *db, const char *dir, struct ipk_err *err)
 			rc = ipk_err_set(err, IPK_EXIT_OSERR, "load history '%s': out of memory", dir);
 			break;
 		}
-		h->gaps = f->v[i]->gaps;
-		h->intervals = f->v[i]->intervals;
-		h->active = f->v[i]->active;
-		memcpy(h->bin, f->v[i]->bin, sizeof(h->bin));
-		set_base(h);
+		take(h, f->v[i]);
 	}
 	ipk_histdb_free(f);
 	return rc;
@@ -292,7 +391,27 @@ static int write_hist(FILE *f, const struct ipk_hist *h)
 			fprintf(f, "%s[%d,%.17g]", first ? "" : ",", b, h->bin[b]);
 			first = 0;
 		}
-	fputs("]}\n", f);
+	fputs("]", f);
+	const struct ipk_calib *c = &h->cal;
+	if (c->model[0]) {
+		cJSON *m = cJSON_CreateString(c->model);
+		char *model = m ? cJSON_PrintUnformatted(m) : NULL;
+		cJSON_Delete(m);
+		if (!model)
+			return -1;
+		fprintf(f, ",\"calibration\":{\"model\":%s", model);
+		free(model);
+		const char *keys[4] = { "windows", "a", "b", "labels" };
+		const double *vals[4] = { c->window, c->a, c->b, c->labels };
+		for (int j = 0; j < 4; j++) {
+			fprintf(f, ",\"%s\":[", keys[j]);
+			for (int k = 0; k < c->nwin; k++)
+				fprintf(f, "%s%.17g", k ? "," : "", vals[j][k]);
+			fputs("]", f);
+		}
+		fputs("}", f);
+	}
+	fputs("}\n", f);
 	return 0;
 }
 
@@ -321,6 +440,7 @@ int ipk_histdb_sync(struct ipk_histdb *db, const char *dir, struct ipk_err *err)
 		m->active += h->active - h->base_active;
 		for (int b = 0; b < IPK_HIST_BINS; b++)
 			m->bin[b] += h->bin[b] - h->base_bin[b];
+		merge_calib(&m->cal, h);
 	}
 	if (!(out = fopen(tmp, "we"))) {
 		ipk_err_set(err, IPK_EXIT_CANTCREAT, "write history '%s': %s", tmp, strerror(errno));
@@ -348,11 +468,7 @@ int ipk_histdb_sync(struct ipk_histdb *db, const char *dir, struct ipk_err *err)
 			ipk_err_set(err, IPK_EXIT_OSERR, "sync history '%s': out of memory", path);
 			goto out;
 		}
-		h->gaps = f->v[i]->gaps;
-		h->intervals = f->v[i]->intervals;
-		h->active = f->v[i]->active;
-		memcpy(h->bin, f->v[i]->bin, sizeof(h->bin));
-		set_base(h);
+		take(h, f->v[i]);
 	}
 	rc = 0;
 out:

@@ -13,12 +13,17 @@
  * State directory: one file DIR/history.jsonl, one JSON object per line
  * and user:
  *   {"type":"history","v":1,"user":"NAME","gaps":G,"intervals":N,
- *    "active":A,"bins":[[b,count],...]}
- * (only non-empty bins, ascending), guarded by DIR/history.lock: readers
+ *    "active":A,"bins":[[b,count],...],
+ *    "calibration":{"model":"ID","windows":[W,...],"a":[..],"b":[..],
+ *                   "labels":[..]}}
+ * (only non-empty bins, ascending; "calibration" only once the user has
+ * one), guarded by DIR/history.lock: readers
  * take a shared flock(2), writers an exclusive one, and a writer re-reads
  * the file under its lock, adds what this process observed since its last
  * load or sync (never its whole in-memory counts, so two processes never
- * count the same gap twice), writes DIR/history.jsonl.tmp.PID, fsyncs it and
+ * count the same gap twice; a calibration of the same model and windows
+ * gets this process's change to a, b and labels added, one of another model
+ * is replaced by this process's), writes DIR/history.jsonl.tmp.PID, fsyncs it and
  * renames it over the file. Unknown fields are ignored; a line that is not
  * a history record of version 1 is refused (IPK_EXIT_DATAERR).
  *
@@ -32,15 +37,28 @@
 #include "ipk.h"
 
 #define IPK_HIST_BINS 256
+#define IPK_CALIB_MAX_WIN 16
+
+/* A user's online recalibration of one model's probabilities (recal.h):
+ * p' = sigmoid(a[k] * logit(p) + b[k]) for window k. */
+struct ipk_calib {
+	char model[96];               /* id of the model it belongs to; "" none yet */
+	int nwin;
+	double window[IPK_CALIB_MAX_WIN];
+	double a[IPK_CALIB_MAX_WIN], b[IPK_CALIB_MAX_WIN];
+	double labels[IPK_CALIB_MAX_WIN]; /* outcomes learned from */
+};
 
 struct ipk_hist {
 	char user[64];
 	double gaps;                  /* gaps counted */
 	double intervals, active;     /* intervals seen with a known event count, of which with input */
 	double bin[IPK_HIST_BINS];
+	struct ipk_calib cal;
 	/* private: the counts at the last load or sync (what is already on disk) */
 	double base_gaps, base_intervals, base_active;
 	double base_bin[IPK_HIST_BINS];
+	struct ipk_calib base_cal;
 };
 
 /* The bin of a gap of g seconds (g > 0), and the representative length of
@@ -57,6 +75,10 @@ double ipk_hist_survival(const struct ipk_hist *h, double x);
 /* The hybrid-histogram probability that a gap already e seconds long lasts
  * past e + w: S(e + w) / S(e); 1 when S(e) is 0; NaN without gaps. */
 double ipk_hist_score(const struct ipk_hist *h, double e, double w);
+
+/* c as the identity calibration (a = 1, b = 0, no labels) of model and its
+ * nwin <= IPK_CALIB_MAX_WIN windows. */
+void ipk_calib_reset(struct ipk_calib *c, const char *model, int nwin, const double *window);
 
 struct ipk_histdb;
 

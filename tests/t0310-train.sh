@@ -184,13 +184,14 @@ print("ok" if n > least and d < 2e-5 else "%d steps, max difference %g" % (n, d)
 # its own normalisation. Left out: the first minute of each user's first
 # session, where the previous gap and the user's history are still missing
 # and the fold mean imputes them at both users' mean instead of one's.
+# The networks are compared: per-user recalibration off (--recalibrate 0).
 grep -E '"user":"u[12]"' "$TMP/s.jsonl" >"$TMP/s12.jsonl"
 check "cross-fit on two users, fold mean" ip-train -o "$TMP/fm" --cross-fit --epochs 1 --hidden 8 --seed 5 --no-stack "$TMP/s12.jsonl"
 for u in u1 u2; do
 	ip-train -o "$TMP/fm-$u" --epochs 1 --hidden 8 --seed 5 --val-users $u --no-stack "$TMP/s12.jsonl" 2>/dev/null
-	ip-predict -m "$TMP/fm-$u" "$TMP/s12.jsonl" >"$TMP/fm-$u.out" 2>/dev/null
+	ip-predict --recalibrate 0 -m "$TMP/fm-$u" "$TMP/s12.jsonl" >"$TMP/fm-$u.out" 2>/dev/null
 done
-check "predict with the fold mean" ip-predict -v -m "$TMP/fm" "$TMP/s12.jsonl"
+check "predict with the fold mean" ip-predict --recalibrate 0 -v -m "$TMP/fm" "$TMP/s12.jsonl"
 cp "$TMP/.out" "$TMP/fm.out"
 check_grep "the fold mean says what it is" \
 	"model lstm-2xh8-l1-.*cross-fitted: every user scored out of fold; final network: the mean of the folds' \(16 units\)" "$TMP/.err"
@@ -209,16 +210,16 @@ check_exit "--cross-fit with --epochs 0: usage" 64 ip-train -o "$TMP/x" --cross-
 # --ensemble: K networks from seeds SEED.. averaged as one. Without the
 # stacked stage the model's probability is the network's, so the ensemble
 # must give sigmoid(mean logit) of the three networks trained alone from
-# seeds 5, 6 and 7.
+# seeds 5, 6 and 7 (per-user recalibration off).
 for sd in 5 6 7; do
 	ip-train -o "$TMP/e$sd" --epochs 2 --hidden 8 --seed $sd --val-users u4 --no-stack "$TMP/s.jsonl" 2>/dev/null
-	ip-predict -m "$TMP/e$sd" "$TMP/s.jsonl" >"$TMP/e$sd.out" 2>/dev/null
+	ip-predict --recalibrate 0 -m "$TMP/e$sd" "$TMP/s.jsonl" >"$TMP/e$sd.out" 2>/dev/null
 done
 check "--ensemble 3" ip-train -o "$TMP/e3" --epochs 2 --hidden 8 --seed 5 --val-users u4 --no-stack --ensemble 3 "$TMP/s.jsonl"
 check "--ensemble 3, one thread" ip-train -o "$TMP/e3b" --epochs 2 --hidden 8 --seed 5 --val-users u4 --no-stack --ensemble 3 \
 	--threads 1 "$TMP/s.jsonl"
 check "--ensemble: deterministic for a seed, whatever the threads" cmp "$TMP/e3" "$TMP/e3b"
-check "predict with the ensemble" ip-predict -v -m "$TMP/e3" "$TMP/s.jsonl"
+check "predict with the ensemble" ip-predict --recalibrate 0 -v -m "$TMP/e3" "$TMP/s.jsonl"
 cp "$TMP/.out" "$TMP/e3.out"
 check_grep "--ensemble: the model says what it is" \
 	"model lstm-3xh8-l1-.*an ensemble of 3 networks \(seeds 5 to 7, averaged as one of 24 units\)" "$TMP/.err"

@@ -1,6 +1,6 @@
 #!/bin/bash
-# ip-predict --state DIR (per-user history across runs, safe with two
-# processes at once), the default model (IPKIT_MODEL, source tree), --plot
+# ip-predict --state DIR (per-user history and recalibration across runs,
+# safe with two processes at once), --recalibrate, the default model (IPKIT_MODEL, source tree), --plot
 # with gnuplot, and --device cuda: equal to the CPU on a GPU host, refused
 # with a clear error without a CUDA kernel or GPU.
 . "$(dirname "$0")/lib.sh"
@@ -40,6 +40,7 @@ for l in open(sys.argv[1] + "/history.jsonl"):
 # one run at a time, each into its own state
 check "state: first run" ip-predict -m "$TMP/m" --state "$TMP/s1" "$TMP/a1.jsonl"
 check "state: history file written" test -s "$TMP/s1/history.jsonl"
+c1=$(python3 -c 'import json,sys; print(json.dumps(json.loads(open(sys.argv[1]).readline())["calibration"]))' "$TMP/s1/history.jsonl")
 ip-predict -m "$TMP/m" --state "$TMP/s2" "$TMP/a2.jsonl" >/dev/null
 one=$(gaps "$TMP/s1" alice) two=$(gaps "$TMP/s2" alice)
 python3 -c 'import sys; a=sys.argv[1].split(); assert float(a[0]) > 10 and float(a[1]) == 1000' "$one" &&
@@ -72,6 +73,61 @@ fi
 check_eq "state: the run added its own counts" \
 	"$(python3 -c 'import sys; a=list(map(float,sys.argv[1].split())); b=list(map(float,sys.argv[2].split())); print("%g %g %g" % tuple(x+y for x,y in zip(a,b)))' "$one" "$two")" \
 	"$(gaps "$TMP/s1" alice)"
+
+# per-user recalibration (ip-predict(1)): kept with the history, for the model
+calib() { # calib DIR USER: the model and labels of the user's stored calibration
+	python3 -c 'import json,sys
+for l in open(sys.argv[1] + "/history.jsonl"):
+    r = json.loads(l)
+    if r["user"] == sys.argv[2] and "calibration" in r:
+        c = r["calibration"]
+        print(c["model"], " ".join("%g" % x for x in c["windows"] + c["labels"]))' "$@"
+}
+model_id=$(head -1 "$TMP/fresh" | python3 -c 'import json,sys; print(json.load(sys.stdin)["model"])')
+c2=$(calib "$TMP/s2" alice)
+python3 -c 'import sys; w=sys.argv[1].split(); assert w[0] == sys.argv[2] and w[1:4] == ["5","10","30"] and min(map(float, w[4:])) > 500' \
+	"$c2" "$model_id" && ok "recalibration: stored for the model and its windows, learned from the run ($c2)" ||
+	fail "recalibration: stored for the model and its windows, learned from the run" "$c2 (model $model_id)"
+check_eq "recalibration: two concurrent processes add what each learned" \
+	"$(python3 -c 'import json,sys; a=json.loads(sys.argv[1]); b=sys.argv[2].split(); print(a["model"], " ".join("%g" % x for x in a["windows"]), " ".join("%g" % (x+float(y)) for x,y in zip(a["labels"],b[4:])))' "$c1" "$c2")" \
+	"$(calib "$TMP/sc" alice)"
+check "--recalibrate 0" ip-predict -m "$TMP/m" --recalibrate 0 --state "$TMP/s0" "$TMP/a2.jsonl"
+cp "$TMP/.out" "$TMP/plain"
+check_eq "--recalibrate 0: nothing stored" "" "$(calib "$TMP/s0" alice)"
+check "--recalibrate 0: the model's probabilities differ from the recalibrated ones" \
+	python3 -c 'import json,sys
+a = [json.loads(l)["p"]["10"] for l in open(sys.argv[1])]
+b = [json.loads(l)["p"]["10"] for l in open(sys.argv[2])]
+moved = sum(abs(x - y) > 1e-3 for x, y in zip(a, b))
+assert len(a) == len(b) and a[0] == b[0] and moved > len(a) / 10, (len(a), moved)' "$TMP/plain" "$TMP/fresh"
+check_exit "--recalibrate out of range" 64 ip-predict -m "$TMP/m" --recalibrate 2 "$TMP/a2.jsonl"
+# --eval scores what the stream predicted: the Brier score of the streamed
+# predictions, labelled here, is the model's in --eval
+brier() { # brier PREDICTIONS SAMPLES: W=10 Brier score over the labelled steps
+	python3 -c 'import json,sys,collections
+ev = collections.defaultdict(dict)
+for l in open(sys.argv[2]):
+    r = json.loads(l); ev[r["session"]][r["ts"]] = r["events"]
+se = n = 0
+for l in open(sys.argv[1]):
+    r = json.loads(l); s, t = r["session"], r["ts"]; d = ev[s]
+    if t + 10 > max(d): continue
+    y = int(all(d[t + k] == 0 for k in range(1, 11)))
+    se += (r["p"]["10"] - y) ** 2; n += 1
+print("%.4f" % (se / n))' "$@"
+}
+for rc in 0.001 0; do
+	ip-predict -m "$TMP/m" --recalibrate $rc "$TMP/a2.jsonl" >"$TMP/st.out" 2>/dev/null
+	ip-predict -m "$TMP/m" --recalibrate $rc --eval "$TMP/a2.jsonl" >"$TMP/ev.out" 2>/dev/null
+	check_eq "--eval --recalibrate $rc: the model's Brier score is that of the streamed predictions" \
+		"$(brier "$TMP/st.out" "$TMP/a2.jsonl")" \
+		"$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    if r["type"] == "eval" and r["predictor"] == "lstm" and r["window"] == 10 and r["steps"] == "all":
+        print("%.4f" % r["brier"])' "$TMP/ev.out")"
+done
+
 echo '{"type":"history","v":2,"user":"x","gaps":1,"intervals":1,"active":1,"bins":[[1,1]]}' >"$TMP/bad/history.jsonl" 2>/dev/null ||
 	{ mkdir -p "$TMP/bad"; echo '{"type":"history","v":2,"user":"x","gaps":1,"intervals":1,"active":1,"bins":[[1,1]]}' >"$TMP/bad/history.jsonl"; }
 check_exit "state: a foreign history file is refused" 65 ip-predict -m "$TMP/m" --state "$TMP/bad" "$TMP/a1.jsonl"

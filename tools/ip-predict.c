@@ -17,12 +17,13 @@
 #include "lstmbench.h"
 #include "predict.h"
 #include "record.h"
+#include "recal.h"
 #include "train.h"
 #include "userhist.h"
 
 enum {
 	OPT_WINDOW = 256, OPT_THRESHOLD, OPT_EXPIRE, OPT_EVAL, OPT_TABLE, OPT_STATE, OPT_BASELINE_TRAIN, OPT_PLOT,
-	OPT_PLOT_SESSION, OPT_DEVICE, OPT_BENCH,
+	OPT_PLOT_SESSION, OPT_DEVICE, OPT_BENCH, OPT_RECALIBRATE,
 };
 
 /* Seconds of wall time between two merges of the per-user history into the
@@ -36,6 +37,7 @@ static const struct ipk_opt opts[] = {
 	{ "window", required_argument, OPT_WINDOW, "SECONDS", "window the decision is taken on (default: the model's first)" },
 	{ "threshold", required_argument, OPT_THRESHOLD, "P", "decide \"above\" when p >= P (default: the model's threshold)" },
 	{ "expire", required_argument, OPT_EXPIRE, "SECONDS", "forget a session silent for SECONDS of stream time (default 300)" },
+	{ "recalibrate", required_argument, OPT_RECALIBRATE, "RATE", "learning rate of each user's recalibration of the model (default 0.001, 0: off)" },
 	{ "eval", no_argument, OPT_EVAL, NULL, "score the model and the three baselines on the input instead: eval and lead records" },
 	{ "table", no_argument, OPT_TABLE, NULL, "with --eval: a readable table instead of records" },
 	{ "baseline-train", required_argument, OPT_BASELINE_TRAIN, "FILE", "with --eval: fit the baselines on the samples in FILE" },
@@ -473,38 +475,41 @@ fail:
 	return NULL;
 }
 
-/* --plot with --eval: the model's probabilities for the chosen session. */
+/* --plot with --eval: the model's probabilities for the chosen session, as
+ * the evaluation scored them (recalibrated in stream order). */
 static int plot_series(struct plot *pl, const struct ipk_model *m, const struct ipk_dataset *d, int decide,
-		       struct ipk_err *err)
+		       double recal, struct ipk_err *err)
 {
-	const struct ipk_model_info *in = ipk_model_info(m);
-	for (int i = 0; i < d->n; i++) {
+	const int nwin = ipk_model_info(m)->nwin;
+	long *off = malloc(sizeof(long) * (d->n ? d->n : 1)), total = 0;
+	for (int i = 0; off && i < d->n; i++) {
+		off[i] = total;
+		total += d->s[i].n;
+	}
+	double *pred = off ? malloc(sizeof(double) * (total ? total : 1) * nwin) : NULL;
+	int rc = -1;
+	if (!pred)
+		ipk_err_set(err, IPK_EXIT_OSERR, "plot: out of memory");
+	else if (ipk_predict_dataset(m, d, NULL, off, recal, pred, err) == 0)
+		rc = 0;
+	for (int i = 0; !rc && i < d->n; i++) {
 		const struct ipk_series *s = &d->s[i];
 		if (pl->session ? strcmp(s->session, pl->session) : i > 0)
 			continue;
-		struct ipk_lstm_state *st = ipk_lstm_state_new(ipk_model_net(m));
-		if (!st)
-			return ipk_err_set(err, IPK_EXIT_OSERR, "plot: out of memory");
-		float x[IPK_FEAT_COUNT], p[IPK_LSTM_MAX_OUT];
-		for (long t = 0; t < s->n; t++) {
-			ipk_norm_apply(in->mean, in->scale, IPK_FEAT_COUNT, s->raw + t * IPK_FEAT_COUNT, x);
-			ipk_lstm_step(ipk_model_net(m), &st, 1, x, p);
-			ipk_model_output(m, x, s->idle[t], p, p);
-			if (plot_add(pl, s->session, s->ts[t], p[decide], s->events[t] > 0) < 0) {
-				ipk_lstm_state_free(st);
-				return ipk_err_set(err, IPK_EXIT_OSERR, "plot: out of memory");
-			}
-		}
-		ipk_lstm_state_free(st);
+		for (long t = 0; !rc && t < s->n; t++)
+			if (plot_add(pl, s->session, s->ts[t], pred[(off[i] + t) * nwin + decide], s->events[t] > 0) < 0)
+				rc = ipk_err_set(err, IPK_EXIT_OSERR, "plot: out of memory");
 	}
-	return 0;
+	free(pred);
+	free(off);
+	return rc;
 }
 
 static int cmd_predict(int argc, char **argv)
 {
 	struct ipk_cli cli;
 	const char *model_path = NULL, *state = NULL, *bt_path = NULL, *device = "cpu", *bench = NULL;
-	double window = -1, threshold = -1, expire = 300;
+	double window = -1, threshold = -1, expire = 300, recal = IPK_RECAL_RATE;
 	int do_eval = 0, table = 0, status = IPK_EXIT_OK;
 	struct ipk_err err = { 0 };
 	struct ipk_model *m = NULL;
@@ -543,6 +548,9 @@ static int cmd_predict(int argc, char **argv)
 			break;
 		case OPT_EXPIRE:
 			bad = ipk_parse_double(&cli, "expire", a, 1e-3, 1e9, &expire);
+			break;
+		case OPT_RECALIBRATE:
+			bad = ipk_parse_double(&cli, "recalibrate", a, 0, 1, &recal);
 			break;
 		case OPT_EVAL:
 			do_eval = 1;
@@ -679,6 +687,7 @@ static int cmd_predict(int argc, char **argv)
 		struct ipk_eval_opts eo;
 		ipk_eval_defaults(&eo);
 		eo.baseline_train = bt;
+		eo.recal_rate = recal;
 		if (ipk_eval_model(m, d, &eo, &rep, &err) < 0)
 			goto fail;
 		if (!bt && !rep.train_users[0])
@@ -688,11 +697,12 @@ static int cmd_predict(int argc, char **argv)
 			ipk_train_report_table(stdout, &rep);
 		else if (ipk_train_report_records(&w, &rep, ipk_model_id(m), &err) < 0 && !ipk_writer_closed(&w))
 			goto fail;
-		if (plot.file && (plot_series(&plot, m, d, decide, &err) < 0 || plot_draw(&plot, &err) < 0))
+		if (plot.file && (plot_series(&plot, m, d, decide, recal, &err) < 0 || plot_draw(&plot, &err) < 0))
 			goto fail;
 	} else {
 		if (!(pr = ipk_predictor_new(m, dw, threshold, expire, hist, &err)))
 			goto fail;
+		ipk_predictor_set_recal(pr, recal);
 		sm.pr = pr;
 		sm.model = ipk_model_id(m);
 		sm.plot = &plot;
