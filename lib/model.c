@@ -425,7 +425,7 @@ struct ipk_model *ipk_model_decode(const unsigned char *buf, size_t len, const c
 
 /* ------------------------------------------------------- output stage */
 
-static double clamp_logit(double p)
+double ipk_logit(double p)
 {
 	if (!(p >= 1e-6))
 		p = 1e-6;
@@ -434,7 +434,7 @@ static double clamp_logit(double p)
 	return log(p / (1 - p));
 }
 
-static double sigmoid(double z)
+double ipk_sigmoid(double z)
 {
 	return z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z));
 }
@@ -494,7 +494,7 @@ double ipk_model_gaps_score(const struct ipk_model_gaps *gp, double idle, double
 
 void ipk_model_stack_inputs(double q, double r, double h, double idle, double early_idle, float *z)
 {
-	double lq = clamp_logit(q), lr = clamp_logit(r), lh = clamp_logit(h), e = idle <= early_idle ? 1 : 0;
+	double lq = ipk_logit(q), lr = ipk_logit(r), lh = ipk_logit(h), e = idle <= early_idle ? 1 : 0;
 	double l = log1p(idle > 0 ? idle : 0);
 	z[0] = (float)lq;
 	z[1] = (float)lr;
@@ -526,13 +526,13 @@ void ipk_model_info_output(const struct ipk_model_info *in, const float *x, doub
 		for (int i = 0; i < in->nfeat; i++)
 			a += w[i] * x[i];
 		float z[IPK_MODEL_STACK_IN];
-		ipk_model_stack_inputs(q[k], sigmoid(a), ipk_model_gaps_score(&in->gaps, idle, in->window[k]), idle,
+		ipk_model_stack_inputs(q[k], ipk_sigmoid(a), ipk_model_gaps_score(&in->gaps, idle, in->window[k]), idle,
 				       in->early_idle, z);
 		const double *v = in->stack_w[k];
 		double b = v[IPK_MODEL_STACK_IN];
 		for (int i = 0; i < IPK_MODEL_STACK_IN; i++)
 			b += v[i] * z[i];
-		p[k] = (float)sigmoid(b);
+		p[k] = (float)ipk_sigmoid(b);
 	}
 }
 

@@ -110,6 +110,10 @@ struct ipk_lstm *ipk_model_net(const struct ipk_model *m);
  * the seconds of inactivity idle and the network's outputs q (n_out), into
  * p (n_out; may be q itself). Without a stage p = q; stacked, see above. */
 void ipk_model_output(const struct ipk_model *m, const float *x, double idle, const float *q, float *p);
+/* The logit of p clamped to [1e-6, 1 - 1e-6] (NaN: 1e-6), and the
+ * sigmoid, as the output stage computes them. */
+double ipk_logit(double p);
+double ipk_sigmoid(double z);
 /* The same from a model's info alone (as ip-train does before the model
  * exists). */
 void ipk_model_info_output(const struct ipk_model_info *in, const float *x, double idle, const float *q, float *p);

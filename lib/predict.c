@@ -415,9 +415,10 @@ int ipk_predict_dataset(const struct ipk_model *m, const struct ipk_dataset *d, 
 	struct ipk_lstm_state *st = ipk_lstm_state_new(net);
 	struct stream_pos *order = malloc(sizeof(*order) * (total ? total : 1));
 	struct ipk_recal_queue **rq = calloc(d->n ? d->n : 1, sizeof(*rq));
-	struct ipk_histdb *cal = ipk_histdb_new();
+	struct ipk_calib **cal = calloc(d->n ? d->n : 1, sizeof(*cal));
+	struct ipk_histdb *users = ipk_histdb_new();
 	int rc = -1;
-	if (!st || !order || !rq || !cal)
+	if (!st || !order || !rq || !cal || !users)
 		goto out;
 	/* the model, session by session */
 	long q = 0;
@@ -437,20 +438,25 @@ int ipk_predict_dataset(const struct ipk_model *m, const struct ipk_dataset *d, 
 		}
 	}
 	/* then the recalibration, sample by sample in stream order, as a
-	 * predictor reading d's input would */
+	 * predictor reading d's input would: each session its queue, each
+	 * user a calibration that starts as the identity */
 	if (rate > 0) {
+		for (int i = 0; i < d->n; i++) {
+			const struct ipk_series *s = &d->s[i];
+			if ((skip && skip[i]) || !s->user[0])
+				continue;
+			struct ipk_hist *h = ipk_histdb_get(users, s->user);
+			if (!h || !(rq[i] = ipk_recal_queue_new()))
+				goto out;
+			cal[i] = ipk_calib_for(&h->cal, ipk_model_id(m), nwin, in->window);
+		}
 		qsort(order, total, sizeof(*order), by_seq);
 		for (long r = 0; r < total; r++) {
 			int i = order[r].series;
-			const struct ipk_series *s = &d->s[i];
 			long t = order[r].k - off[i];
-			struct ipk_hist *h = s->user[0] ? ipk_histdb_get(cal, s->user) : NULL;
-			if ((s->user[0] && !h) || (!rq[i] && !(rq[i] = ipk_recal_queue_new())))
-				goto out;
-			struct ipk_calib *c = h ? ipk_calib_for(&h->cal, ipk_model_id(m), nwin, in->window) : NULL;
 			for (int j = 0; j < nwin; j++)
 				p[j] = (float)pred[order[r].k * nwin + j];
-			if (ipk_recal_step(rq[i], c, rate, s->ts[t], s->events[t], p) < 0)
+			if (ipk_recal_step(rq[i], cal[i], rate, d->s[i].ts[t], d->s[i].events[t], p) < 0)
 				goto out;
 			for (int j = 0; j < nwin; j++)
 				pred[order[r].k * nwin + j] = p[j];
@@ -463,7 +469,8 @@ out:
 	for (int i = 0; rq && i < d->n; i++)
 		ipk_recal_queue_free(rq[i]);
 	free(rq);
-	ipk_histdb_free(cal);
+	free(cal);
+	ipk_histdb_free(users);
 	free(order);
 	ipk_lstm_state_free(st);
 	return rc;

@@ -6,7 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TEPS 1e-9 /* slack on timestamps compared after additions, as eval.c */
+#include "model.h"
+
+#define TEPS 1e-9        /* slack on timestamps compared after additions, as eval.c */
+#define QUEUE_FIRST_CAP 32 /* predictions a queue makes room for at first, then doubles */
 
 struct pending {
 	double ts;
@@ -38,7 +41,7 @@ void ipk_recal_queue_free(struct ipk_recal_queue *q)
 
 size_t ipk_recal_queue_bytes(int nwin, int entries)
 {
-	int cap = 32;
+	int cap = QUEUE_FIRST_CAP;
 	while (cap < entries)
 		cap *= 2;
 	return sizeof(struct ipk_recal_queue) + (size_t)cap * (sizeof(struct pending) + sizeof(float) * nwin);
@@ -49,24 +52,9 @@ int ipk_recal_pending(const struct ipk_recal_queue *q)
 	return q->n;
 }
 
-struct ipk_calib *ipk_calib_for(struct ipk_calib *c, const char *model, int nwin, const double *window)
-{
-	int same = !strcmp(c->model, model) && c->nwin == nwin;
-	for (int k = 0; same && k < nwin; k++)
-		same = c->window[k] == window[k];
-	if (!same)
-		ipk_calib_reset(c, model, nwin, window);
-	return c;
-}
-
-static double sigmoid(double x)
-{
-	return 1.0 / (1.0 + exp(-x));
-}
-
 static void learn(struct ipk_calib *c, int k, float z, double y, double rate)
 {
-	double g = sigmoid(c->a[k] * z + c->b[k]) - y;
+	double g = ipk_sigmoid(c->a[k] * z + c->b[k]) - y;
 	c->b[k] -= rate * g;
 	c->a[k] -= rate * g * z;
 	c->labels[k] += 1;
@@ -85,16 +73,14 @@ static void settle(struct ipk_recal_queue *q, struct ipk_calib *c, double rate, 
 				continue;
 			double end = e->ts + c->window[k];
 			int y = -1; /* -1: still open; 2: settled without an outcome */
-			if (ts > end + TEPS)
-				y = e->unknown & bit ? 2 : 1;
-			else if (events > 0)
-				y = 0;
-			else {
-				if (events != events)
+			if (ts <= end + TEPS) { /* the sample is inside the window */
+				if (events > 0)
+					y = 0;
+				else if (events != events)
 					e->unknown |= bit;
-				if (ts >= end - TEPS)
-					y = e->unknown & bit ? 2 : 1;
 			}
+			if (y < 0 && ts >= end - TEPS) /* the window is over */
+				y = e->unknown & bit ? 2 : 1;
 			if (y < 0)
 				continue;
 			e->open &= ~bit;
@@ -115,7 +101,7 @@ static int push(struct ipk_recal_queue *q, const struct pending *e, const float 
 	if (!q->cap)
 		q->nwin = nwin;
 	if (q->n == q->cap) {
-		int cap = q->cap ? q->cap * 2 : 32;
+		int cap = q->cap ? q->cap * 2 : QUEUE_FIRST_CAP;
 		struct pending *v = malloc(sizeof(*v) * cap);
 		float *zz = malloc(sizeof(float) * (size_t)cap * q->nwin);
 		if (!v || !zz) {
@@ -150,9 +136,8 @@ int ipk_recal_step(struct ipk_recal_queue *q, struct ipk_calib *c, double rate, 
 	struct pending e = { .ts = ts, .open = (uint16_t)((1u << c->nwin) - 1) };
 	float out[IPK_CALIB_MAX_WIN], z[IPK_CALIB_MAX_WIN];
 	for (int k = 0; k < c->nwin; k++) {
-		double x = fmin(fmax((double)p[k], 1e-6), 1 - 1e-6);
-		z[k] = (float)log(x / (1 - x));
-		out[k] = (float)sigmoid(c->a[k] * z[k] + c->b[k]);
+		z[k] = (float)ipk_logit(p[k]);
+		out[k] = (float)ipk_sigmoid(c->a[k] * z[k] + c->b[k]);
 	}
 	if (push(q, &e, z, c->nwin) < 0)
 		return -1;

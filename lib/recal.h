@@ -45,11 +45,6 @@ struct ipk_recal_queue;
 struct ipk_recal_queue *ipk_recal_queue_new(void);
 void ipk_recal_queue_free(struct ipk_recal_queue *q);
 
-/* The user's calibration for this model and its windows: c itself, reset
- * to the identity (no labels) when it belongs to another model or other
- * windows. nwin <= IPK_CALIB_MAX_WIN. */
-struct ipk_calib *ipk_calib_for(struct ipk_calib *c, const char *model, int nwin, const double *window);
-
 /* One sample of the session at ts, with events input events (NaN when the
  * sample does not say): settle the queued predictions it decides and learn
  * from them (rate > 0), then recalibrate p[0..nwin) in place with c and

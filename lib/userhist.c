@@ -302,14 +302,20 @@ static void take(struct ipk_hist *h, const struct ipk_hist *f)
 	set_base(h);
 }
 
-static int same_calib(const struct ipk_calib *x, const struct ipk_calib *y)
+/* Whether c belongs to model and these windows. */
+static int calib_is(const struct ipk_calib *c, const char *model, int nwin, const double *window)
 {
-	if (strcmp(x->model, y->model) || x->nwin != y->nwin)
+	if (strcmp(c->model, model) || c->nwin != nwin)
 		return 0;
-	for (int k = 0; k < x->nwin; k++)
-		if (x->window[k] != y->window[k])
+	for (int k = 0; k < nwin; k++)
+		if (c->window[k] != window[k])
 			return 0;
 	return 1;
+}
+
+static int same_calib(const struct ipk_calib *x, const struct ipk_calib *y)
+{
+	return calib_is(x, y->model, y->nwin, y->window);
 }
 
 void ipk_calib_reset(struct ipk_calib *c, const char *model, int nwin, const double *window)
@@ -321,6 +327,13 @@ void ipk_calib_reset(struct ipk_calib *c, const char *model, int nwin, const dou
 		c->window[k] = window[k];
 		c->a[k] = 1;
 	}
+}
+
+struct ipk_calib *ipk_calib_for(struct ipk_calib *c, const char *model, int nwin, const double *window)
+{
+	if (!calib_is(c, model, nwin, window))
+		ipk_calib_reset(c, model, nwin, window);
+	return c;
 }
 
 /* Merge h's calibration into the file's m: when both are of the same model

@@ -80,6 +80,11 @@ double ipk_hist_score(const struct ipk_hist *h, double e, double w);
  * nwin <= IPK_CALIB_MAX_WIN windows. */
 void ipk_calib_reset(struct ipk_calib *c, const char *model, int nwin, const double *window);
 
+/* The user's calibration for this model and its windows: c itself, reset
+ * to the identity (no labels) when it belongs to another model or other
+ * windows. nwin <= IPK_CALIB_MAX_WIN. */
+struct ipk_calib *ipk_calib_for(struct ipk_calib *c, const char *model, int nwin, const double *window);
+
 struct ipk_histdb;
 
 /* An empty table, or NULL when out of memory. */

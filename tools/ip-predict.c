@@ -16,8 +16,8 @@
 #include "dataset.h"
 #include "lstmbench.h"
 #include "predict.h"
-#include "record.h"
 #include "recal.h"
+#include "record.h"
 #include "train.h"
 #include "userhist.h"
 
@@ -476,31 +476,39 @@ fail:
 }
 
 /* --plot with --eval: the model's probabilities for the chosen session, as
- * the evaluation scored them (recalibrated in stream order). */
+ * the evaluation scored them (recalibrated in stream order). Only the
+ * session and its user's other sessions, which share its calibration, are
+ * predicted. */
 static int plot_series(struct plot *pl, const struct ipk_model *m, const struct ipk_dataset *d, int decide,
 		       double recal, struct ipk_err *err)
 {
 	const int nwin = ipk_model_info(m)->nwin;
-	long *off = malloc(sizeof(long) * (d->n ? d->n : 1)), total = 0;
-	for (int i = 0; off && i < d->n; i++) {
+	int chosen = -1;
+	for (int i = 0; i < d->n && chosen < 0; i++)
+		if (pl->session ? !strcmp(d->s[i].session, pl->session) : i == 0)
+			chosen = i;
+	if (chosen < 0)
+		return 0;
+	const char *user = d->s[chosen].user;
+	long *off = malloc(sizeof(long) * d->n), total = 0;
+	char *skip = malloc(d->n);
+	for (int i = 0; off && skip && i < d->n; i++) {
+		skip[i] = i != chosen && (!user[0] || strcmp(d->s[i].user, user));
 		off[i] = total;
-		total += d->s[i].n;
+		total += skip[i] ? 0 : d->s[i].n;
 	}
-	double *pred = off ? malloc(sizeof(double) * (total ? total : 1) * nwin) : NULL;
+	double *pred = off && skip ? malloc(sizeof(double) * (total ? total : 1) * nwin) : NULL;
 	int rc = -1;
 	if (!pred)
 		ipk_err_set(err, IPK_EXIT_OSERR, "plot: out of memory");
-	else if (ipk_predict_dataset(m, d, NULL, off, recal, pred, err) == 0)
+	else if (ipk_predict_dataset(m, d, skip, off, recal, pred, err) == 0)
 		rc = 0;
-	for (int i = 0; !rc && i < d->n; i++) {
-		const struct ipk_series *s = &d->s[i];
-		if (pl->session ? strcmp(s->session, pl->session) : i > 0)
-			continue;
-		for (long t = 0; !rc && t < s->n; t++)
-			if (plot_add(pl, s->session, s->ts[t], pred[(off[i] + t) * nwin + decide], s->events[t] > 0) < 0)
-				rc = ipk_err_set(err, IPK_EXIT_OSERR, "plot: out of memory");
-	}
+	const struct ipk_series *s = &d->s[chosen];
+	for (long t = 0; !rc && t < s->n; t++)
+		if (plot_add(pl, s->session, s->ts[t], pred[(off[chosen] + t) * nwin + decide], s->events[t] > 0) < 0)
+			rc = ipk_err_set(err, IPK_EXIT_OSERR, "plot: out of memory");
 	free(pred);
+	free(skip);
 	free(off);
 	return rc;
 }
